@@ -1,0 +1,201 @@
+//! Configuration in two phases: `raw` is the YAML as typed (every value with its
+//! position), `validate` turns it into the `Config` the agent runs on, collecting every
+//! problem at once as `file:line:col: message` rather than stopping at the first.
+
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::parse::{FieldNames, Format};
+
+pub use validate::{load, load_str};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from; `None` when running on built-in defaults.
+    pub path: Option<PathBuf>,
+    pub service: ServiceConfig,
+    pub data_dir: PathBuf,
+    /// How often acknowledged file offsets are committed to the state store. It bounds
+    /// the duplicates a crash can produce.
+    pub checkpoint_interval: Duration,
+    /// How long shutdown may take before the agent gives up waiting.
+    pub grace_period: Duration,
+    pub api: ApiConfig,
+    pub logs: Vec<LogSourceConfig>,
+    pub export: ExportConfig,
+    /// Things worth telling the user that are not errors.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub environment: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+}
+
+/// A secret value: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    Beginning,
+    End,
+}
+
+/// One `logs:` entry: a set of files read with one format.
+#[derive(Debug, Clone)]
+pub struct LogSourceConfig {
+    /// The `source` label of its records.
+    pub name: Arc<str>,
+    /// Glob patterns of the files to read.
+    pub paths: Vec<String>,
+    pub format: Format,
+    pub fields: FieldNames,
+    /// Where to start in files that exist on the agent's first run.
+    pub start_at: StartAt,
+    pub max_line_bytes: usize,
+    /// A file that was renamed away or deleted is read until it has been idle this long.
+    pub rotate_wait: Duration,
+    /// How often files are checked when no change notification arrives.
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExportConfig {
+    pub file: Option<PathBuf>,
+    pub stdout: bool,
+    /// Decode every record and discard it (benchmarks).
+    pub blackhole: bool,
+}
+
+impl Config {
+    /// The built-in defaults of SPEC, used when there is no config file.
+    pub fn defaults() -> Config {
+        Config {
+            path: None,
+            service: ServiceConfig {
+                name: "unknown_service".into(),
+                environment: "production".into(),
+            },
+            data_dir: PathBuf::from("./sidewatch-data"),
+            checkpoint_interval: Duration::from_secs(1),
+            grace_period: Duration::from_secs(10),
+            api: ApiConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 9777)),
+                token: None,
+            },
+            logs: vec![LogSourceConfig::defaults("app", vec!["./logs/*.log".into()])],
+            export: ExportConfig::default(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Where the config came from, for log lines and `check` output.
+    pub fn origin(&self) -> String {
+        match &self.path {
+            Some(path) => path.display().to_string(),
+            None => "built-in defaults".into(),
+        }
+    }
+}
+
+impl LogSourceConfig {
+    pub fn defaults(name: &str, paths: Vec<String>) -> LogSourceConfig {
+        LogSourceConfig {
+            name: name.into(),
+            paths,
+            format: Format::Structlog,
+            fields: Format::Structlog.default_field_names(),
+            start_at: StartAt::End,
+            max_line_bytes: 1024 * 1024,
+            rotate_wait: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// One problem in a config file, placed where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Resolves which config file to use: `-c`, else `$SIDEWATCH_CONFIG` (clap fills `-c`
+/// from it), else `./sidewatch.yaml` when it exists, else none (built-in defaults).
+pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = explicit {
+        return Some(path.to_path_buf());
+    }
+    let default = PathBuf::from("sidewatch.yaml");
+    default.exists().then_some(default)
+}

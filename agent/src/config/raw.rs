@@ -1,0 +1,173 @@
+//! Phase one of configuration: the YAML as typed, with the position of every value, so
+//! that phase two (`validate`) can report each problem as `file:line:col`. Everything is
+//! optional here; defaults and checks live in `validate`.
+//!
+//! Sections of later milestones (`probes`, `deployments`, `rules`, `alerting`,
+//! `otlp_receiver`, `export.otlp`) are accepted as opaque values so that a config written
+//! against SPEC loads; `validate` warns that they are not active yet.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A scalar as written (string, number or boolean), kept as text until validation
+/// parses it: durations, sizes and `${VAR}` references are all strings at first.
+#[derive(Debug, Clone)]
+pub(super) struct Scalar(pub(super) String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+pub(super) type S = Spanned<Scalar>;
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawConfig {
+    pub(super) service: Option<RawService>,
+    pub(super) data_dir: Option<S>,
+    pub(super) checkpoint_interval: Option<S>,
+    pub(super) grace_period: Option<S>,
+    pub(super) api: Option<RawApi>,
+    pub(super) logs: Option<Vec<Spanned<RawLogSource>>>,
+    pub(super) export: Option<RawExport>,
+    pub(super) probes: Option<Spanned<serde_json::Value>>,
+    pub(super) otlp_receiver: Option<Spanned<serde_json::Value>>,
+    pub(super) deployments: Option<Spanned<serde_json::Value>>,
+    pub(super) rules: Option<Spanned<serde_json::Value>>,
+    pub(super) alerting: Option<Spanned<serde_json::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawService {
+    pub(super) name: Option<S>,
+    pub(super) environment: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawApi {
+    pub(super) listen: Option<S>,
+    pub(super) token: Option<S>,
+    pub(super) token_file: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawLogSource {
+    pub(super) name: Option<S>,
+    pub(super) paths: Option<Spanned<Vec<S>>>,
+    pub(super) format: Option<S>,
+    pub(super) start_at: Option<S>,
+    pub(super) fields: Option<RawFieldNames>,
+    pub(super) max_line_bytes: Option<S>,
+    pub(super) rotate_wait: Option<S>,
+    pub(super) poll_interval: Option<S>,
+    pub(super) drop: Option<S>,
+    pub(super) redact: Option<Spanned<serde_json::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawFieldNames {
+    pub(super) message: Option<S>,
+    pub(super) level: Option<S>,
+    pub(super) time: Option<S>,
+    pub(super) trace_id: Option<S>,
+    pub(super) span_id: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawExport {
+    pub(super) file: Option<RawFileSink>,
+    pub(super) stdout: Option<S>,
+    pub(super) blackhole: Option<S>,
+    pub(super) otlp: Option<Spanned<serde_json::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawFileSink {
+    pub(super) path: Option<S>,
+}
+
+/// The shape of the document with the position of every mapping key, used to place
+/// errors (an unknown key) that serde reports only by path.
+#[derive(Debug)]
+pub(super) enum Node {
+    Map(Vec<(Spanned<String>, Node)>),
+    Seq(Vec<Node>),
+    Leaf,
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Node;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<Scalar>>()? {
+                    let value = map.next_value::<Node>()?;
+                    let key = Spanned {
+                        value: key.value.0,
+                        referenced: key.referenced,
+                        defined: key.defined,
+                    };
+                    entries.push((key, value));
+                }
+                Ok(Node::Map(entries))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Node>()? {
+                    items.push(item);
+                }
+                Ok(Node::Seq(items))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_unit<E>(self) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_none<E>(self) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}

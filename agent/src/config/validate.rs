@@ -1,0 +1,880 @@
+//! Phase two of configuration: raw YAML values → `Config`. Every check reports into one
+//! list, so a user sees all the problems of a file in one run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_saphyr::Location;
+
+use super::raw::{Node, RawConfig, RawFieldNames, RawLogSource, S};
+use super::{
+    ApiConfig, Config, ConfigError, ConfigErrors, ExportConfig, LogSourceConfig, Secret,
+    ServiceConfig, StartAt,
+};
+use crate::parse::{FieldNames, Format};
+
+/// Loads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read config file: {e}"),
+            hint: None,
+        }])
+    })?;
+    load_str(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// Validates config text; `path` names it in errors and anchors relative `*_file` paths;
+/// `env` looks up `${VAR}` references.
+pub fn load_str(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut ctx = Ctx {
+        file: path.to_path_buf(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        columns: ColumnMap::default(),
+    };
+    // `${VAR}` is expanded in the text before YAML parsing, as Prometheus and Vector do,
+    // so that SPEC's `{ token: ${SIDEWATCH_TOKEN:-} }` works inside flow mappings. The
+    // column map moves positions in the expanded text back to the file as written.
+    // A reference that cannot be expanded becomes empty so that the rest of the file is
+    // still checked; errors that follow from the empty value on that line are dropped.
+    let (text, columns, expansion_errors) = expand_text(text, env);
+    ctx.columns = columns;
+    let text = text.as_str();
+    // The document's shape with the position of every key, to place unknown keys.
+    let tree = match serde_saphyr::from_str::<Option<Node>>(text) {
+        Ok(tree) => tree.unwrap_or(Node::Map(Vec::new())),
+        Err(e) => {
+            let error = ctx.from_yaml_error(&e);
+            ctx.errors.push(error);
+            return Err(ctx.finish(expansion_errors));
+        }
+    };
+    let mut unknown: Vec<Vec<Segment>> = Vec::new();
+    let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_ignored::deserialize(de, |p: serde_ignored::Path<'_>| {
+            unknown.push(segments(&p));
+        })
+    });
+    let raw: Option<RawConfig> = match parsed {
+        Ok(raw) => raw,
+        Err(e) => {
+            let first = ctx.from_yaml_error(&e);
+            ctx.report_unknown(&tree, &unknown);
+            ctx.errors.push(first);
+            return Err(ctx.finish(expansion_errors));
+        }
+    };
+    ctx.report_unknown(&tree, &unknown);
+    let config = ctx.config(raw.unwrap_or_default(), path);
+    if ctx.errors.is_empty() && expansion_errors.is_empty() {
+        Ok(Config {
+            warnings: ctx.warnings,
+            ..config
+        })
+    } else {
+        Err(ctx.finish(expansion_errors))
+    }
+}
+
+/// A step of the path serde_ignored reports.
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
+    use serde_ignored::Path as P;
+    let mut out = match path {
+        P::Root => return Vec::new(),
+        P::Seq { parent, .. }
+        | P::Map { parent, .. }
+        | P::Some { parent }
+        | P::NewtypeStruct { parent }
+        | P::NewtypeVariant { parent } => segments(parent),
+    };
+    match path {
+        P::Seq { index, .. } => out.push(Segment::Index(*index)),
+        P::Map { key, .. } => out.push(Segment::Key(key.clone())),
+        _ => {}
+    }
+    out
+}
+
+/// The keys each section accepts, for "did you mean" hints. Indices are dropped from the
+/// section path (`logs.0.fields` → `logs.fields`).
+fn known_keys(section: &[&str]) -> &'static [&'static str] {
+    match section {
+        [] => &[
+            "service",
+            "data_dir",
+            "checkpoint_interval",
+            "grace_period",
+            "api",
+            "logs",
+            "probes",
+            "otlp_receiver",
+            "deployments",
+            "rules",
+            "alerting",
+            "export",
+        ],
+        ["service"] => &["name", "environment"],
+        ["api"] => &["listen", "token", "token_file"],
+        ["logs"] => &[
+            "name",
+            "paths",
+            "format",
+            "start_at",
+            "fields",
+            "max_line_bytes",
+            "rotate_wait",
+            "poll_interval",
+            "drop",
+            "redact",
+        ],
+        ["logs", "fields"] => &["message", "level", "time", "trace_id", "span_id"],
+        ["export"] => &["file", "stdout", "blackhole", "otlp"],
+        ["export", "file"] => &["path"],
+        _ => &[],
+    }
+}
+
+struct Ctx {
+    file: PathBuf,
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+    columns: ColumnMap,
+}
+
+impl Ctx {
+    /// All errors in file order; expansion errors replace what followed from them.
+    fn finish(mut self, expansion_errors: Vec<ExpansionError>) -> ConfigErrors {
+        self.errors
+            .retain(|e| !expansion_errors.iter().any(|(line, ..)| *line == e.line));
+        for (line, column, message, hint) in expansion_errors {
+            self.errors.push(ConfigError {
+                file: self.file.clone(),
+                line,
+                column,
+                message,
+                hint: Some(hint),
+            });
+        }
+        self.errors.sort_by_key(|e| (e.line, e.column));
+        ConfigErrors(self.errors)
+    }
+
+    fn error_at(&mut self, at: Location, message: impl Into<String>, hint: Option<String>) {
+        let line = at.line().max(1);
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column: self.columns.original(line, at.column().max(1)),
+            message: message.into(),
+            hint,
+        });
+    }
+
+    fn from_yaml_error(&self, e: &serde_saphyr::Error) -> ConfigError {
+        let location = e.location();
+        let message = e.without_snippet().to_string();
+        // The library appends its own position; ours leads the line instead.
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .trim()
+            .to_string();
+        let line = location.map(|l| l.line()).unwrap_or(1).max(1);
+        let column = location.map(|l| l.column()).unwrap_or(1).max(1);
+        ConfigError {
+            file: self.file.clone(),
+            line,
+            column: self.columns.original(line, column),
+            message: lowercase_first(&message),
+            hint: None,
+        }
+    }
+
+    fn report_unknown(&mut self, tree: &Node, unknown: &[Vec<Segment>]) {
+        for path in unknown {
+            let Some((key, rest)) = path.split_last() else {
+                continue;
+            };
+            let Segment::Key(key) = key else { continue };
+            // `Spanned` values read their position through a private key; it is not the
+            // user's.
+            if key.starts_with("__serde_saphyr_private") {
+                continue;
+            }
+            // Walk the tree along the path; segments that are not in the document (the
+            // internals of a `Spanned` wrapper) are skipped.
+            let mut node = tree;
+            let mut section: Vec<&str> = Vec::new();
+            for segment in rest {
+                match (segment, node) {
+                    (Segment::Key(k), Node::Map(entries)) => {
+                        if let Some((_, child)) = entries.iter().find(|(name, _)| name.value == *k)
+                        {
+                            node = child;
+                            section.push(k);
+                        }
+                    }
+                    (Segment::Index(i), Node::Seq(items)) => {
+                        if let Some(child) = items.get(*i) {
+                            node = child;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let location = match node {
+                Node::Map(entries) => entries
+                    .iter()
+                    .find(|(name, _)| name.value == *key)
+                    .map(|(name, _)| name.referenced),
+                _ => None,
+            };
+            let known = known_keys(&section);
+            let hint = did_you_mean(key, known)
+                .map(|m| format!("did you mean `{m}`?"))
+                .or_else(|| {
+                    (!known.is_empty()).then(|| format!("expected one of: {}", known.join(", ")))
+                });
+            let where_ = if section.is_empty() {
+                String::new()
+            } else {
+                format!(" in `{}`", section.join("."))
+            };
+            self.error_at(
+                location.unwrap_or(Location::UNKNOWN),
+                format!("unknown key `{key}`{where_}"),
+                hint,
+            );
+        }
+    }
+
+    /// A string value (`${VAR}` references were expanded before parsing).
+    fn string(&mut self, value: &S) -> Option<String> {
+        Some(value.value.0.clone())
+    }
+
+    fn duration(&mut self, value: Option<&S>, default: Duration) -> Duration {
+        let Some(value) = value else { return default };
+        let Some(text) = self.string(value) else {
+            return default;
+        };
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.error_at(value.referenced, "duration must be greater than zero", None);
+                default
+            }
+            Err(_) => {
+                self.error_at(
+                    value.referenced,
+                    format!("invalid duration `{text}`"),
+                    Some("write it like 250ms, 10s, 5m or 1h".into()),
+                );
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, value: Option<&S>, default: usize, min: usize, max: usize) -> usize {
+        let Some(value) = value else { return default };
+        let Some(text) = self.string(value) else {
+            return default;
+        };
+        match parse_size(&text) {
+            Some(n) if (min..=max).contains(&n) => n,
+            Some(n) => {
+                self.error_at(
+                    value.referenced,
+                    format!("size {n} bytes is out of range ({min}..={max} bytes)"),
+                    None,
+                );
+                default
+            }
+            None => {
+                self.error_at(
+                    value.referenced,
+                    format!("invalid size `{text}`"),
+                    Some("write it like 64KiB, 1MiB or 1048576".into()),
+                );
+                default
+            }
+        }
+    }
+
+    fn boolean(&mut self, value: Option<&S>, default: bool) -> bool {
+        let Some(value) = value else { return default };
+        match self.string(value).as_deref() {
+            Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                self.error_at(
+                    value.referenced,
+                    format!("expected true or false, found `{other}`"),
+                    None,
+                );
+                default
+            }
+            None => default,
+        }
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        value: Option<&S>,
+        default: T,
+        what: &str,
+        names: &[&str],
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> T {
+        let Some(value) = value else { return default };
+        let Some(text) = self.string(value) else {
+            return default;
+        };
+        match parse(&text) {
+            Some(v) => v,
+            None => {
+                let hint = did_you_mean(&text, names)
+                    .map(|m| format!("did you mean `{m}`?"))
+                    .unwrap_or_else(|| format!("expected one of: {}", names.join(", ")));
+                self.error_at(
+                    value.referenced,
+                    format!("unknown {what} `{text}`"),
+                    Some(hint),
+                );
+                default
+            }
+        }
+    }
+
+    /// A secret given inline or, through its `*_file` twin, in a file.
+    fn secret(&mut self, inline: Option<&S>, file: Option<&S>, name: &str) -> Option<Secret> {
+        match (inline, file) {
+            (Some(inline), Some(_)) => {
+                self.error_at(
+                    inline.referenced,
+                    format!("`{name}` and `{name}_file` are both set"),
+                    Some(format!("keep one: `{name}_file` reads the secret from a file")),
+                );
+                None
+            }
+            (Some(inline), None) => {
+                let value = self.string(inline)?;
+                (!value.is_empty()).then(|| Secret::new(value))
+            }
+            (None, Some(file)) => {
+                let path = self.string(file)?;
+                let path = self.relative_to_config(&path);
+                match std::fs::read_to_string(&path) {
+                    // Secret files usually end with a newline that is not part of it.
+                    Ok(value) => Some(Secret::new(value.trim_end_matches(['\n', '\r']).into())),
+                    Err(e) => {
+                        self.error_at(
+                            file.referenced,
+                            format!("cannot read `{name}_file` {}: {e}", path.display()),
+                            None,
+                        );
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn relative_to_config(&self, path: &str) -> PathBuf {
+        let path = PathBuf::from(path);
+        if path.is_absolute() {
+            return path;
+        }
+        match self.file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
+            _ => path,
+        }
+    }
+
+    fn warn_inactive(&mut self, what: &str, at: Option<Location>) {
+        if let Some(at) = at {
+            self.warnings.push(format!(
+                "{}:{}:{}: `{what}` is accepted but not active in this version of sidewatch",
+                self.file.display(),
+                at.line(),
+                at.column()
+            ));
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig, path: &Path) -> Config {
+        let defaults = Config::defaults();
+        let service = match raw.service {
+            Some(service) => ServiceConfig {
+                name: service
+                    .name
+                    .as_ref()
+                    .and_then(|v| self.string(v))
+                    .unwrap_or(defaults.service.name),
+                environment: service
+                    .environment
+                    .as_ref()
+                    .and_then(|v| self.string(v))
+                    .unwrap_or(defaults.service.environment),
+            },
+            None => defaults.service,
+        };
+        let data_dir = raw
+            .data_dir
+            .as_ref()
+            .and_then(|v| self.string(v))
+            .map(PathBuf::from)
+            .unwrap_or(defaults.data_dir);
+        let checkpoint_interval = self.duration(
+            raw.checkpoint_interval.as_ref(),
+            defaults.checkpoint_interval,
+        );
+        let grace_period = self.duration(raw.grace_period.as_ref(), defaults.grace_period);
+        let api = match raw.api {
+            Some(api) => {
+                let listen = match api.listen.as_ref() {
+                    Some(v) => match self.string(v).map(|s| s.parse::<SocketAddr>()) {
+                        Some(Ok(addr)) => addr,
+                        Some(Err(_)) => {
+                            self.error_at(
+                                v.referenced,
+                                format!("invalid listen address `{}`", v.value.0),
+                                Some("write it as IP:PORT, e.g. 127.0.0.1:9777".into()),
+                            );
+                            defaults.api.listen
+                        }
+                        None => defaults.api.listen,
+                    },
+                    None => defaults.api.listen,
+                };
+                let token = self.secret(api.token.as_ref(), api.token_file.as_ref(), "token");
+                ApiConfig { listen, token }
+            }
+            None => defaults.api,
+        };
+        let logs = match raw.logs {
+            Some(entries) => {
+                let mut logs: Vec<LogSourceConfig> = Vec::new();
+                for entry in entries {
+                    if let Some(source) = self.log_source(entry.value, entry.referenced) {
+                        if logs.iter().any(|l| l.name == source.name) {
+                            self.error_at(
+                                entry.referenced,
+                                format!("duplicate log source name `{}`", source.name),
+                                Some("each `logs` entry needs its own `name`".into()),
+                            );
+                        }
+                        logs.push(source);
+                    }
+                }
+                logs
+            }
+            None => defaults.logs,
+        };
+        let export = match raw.export {
+            Some(export) => {
+                let file = match export.file {
+                    Some(file) => match file.path.as_ref().and_then(|p| self.string(p)) {
+                        Some(p) => Some(PathBuf::from(p)),
+                        None => {
+                            self.errors.push(ConfigError {
+                                file: self.file.clone(),
+                                line: 1,
+                                column: 1,
+                                message: "`export.file` needs a `path`".into(),
+                                hint: None,
+                            });
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                self.warn_inactive("export.otlp", export.otlp.as_ref().map(|v| v.referenced));
+                ExportConfig {
+                    file,
+                    stdout: self.boolean(export.stdout.as_ref(), false),
+                    blackhole: self.boolean(export.blackhole.as_ref(), false),
+                }
+            }
+            None => ExportConfig::default(),
+        };
+        for (name, value) in [
+            ("probes", &raw.probes),
+            ("otlp_receiver", &raw.otlp_receiver),
+            ("deployments", &raw.deployments),
+            ("rules", &raw.rules),
+            ("alerting", &raw.alerting),
+        ] {
+            self.warn_inactive(name, value.as_ref().map(|v| v.referenced));
+        }
+        Config {
+            path: Some(path.to_path_buf()),
+            service,
+            data_dir,
+            checkpoint_interval,
+            grace_period,
+            api,
+            logs,
+            export,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn log_source(&mut self, raw: RawLogSource, at: Location) -> Option<LogSourceConfig> {
+        let name = match raw.name.as_ref() {
+            Some(v) => self.string(v)?,
+            None => {
+                self.error_at(at, "log source has no `name`", Some("add `name: app`; it becomes the stream label source=\"app\"".into()));
+                return None;
+            }
+        };
+        let mut config = LogSourceConfig::defaults(&name, Vec::new());
+        match raw.paths {
+            Some(paths) if !paths.value.is_empty() => {
+                for path in &paths.value {
+                    let Some(text) = self.string(path) else { continue };
+                    if let Err(e) = globset::Glob::new(&text) {
+                        self.error_at(path.referenced, format!("invalid glob `{text}`: {}", e.kind()), None);
+                    } else {
+                        config.paths.push(text);
+                    }
+                }
+            }
+            Some(paths) => self.error_at(paths.referenced, "`paths` is empty", None),
+            None => self.error_at(
+                at,
+                format!("log source `{name}` has no `paths`"),
+                Some("add `paths: [\"/var/log/app/*.log\"]`".into()),
+            ),
+        }
+        config.format = self.choice(
+            raw.format.as_ref(),
+            Format::Structlog,
+            "format",
+            Format::NAMES,
+            Format::from_name,
+        );
+        config.start_at = self.choice(
+            raw.start_at.as_ref(),
+            StartAt::End,
+            "start_at",
+            &["beginning", "end"],
+            |s| match s {
+                "beginning" => Some(StartAt::Beginning),
+                "end" => Some(StartAt::End),
+                _ => None,
+            },
+        );
+        config.fields = self.field_names(raw.fields, config.format.default_field_names());
+        config.max_line_bytes = self.size(
+            raw.max_line_bytes.as_ref(),
+            config.max_line_bytes,
+            256,
+            64 * 1024 * 1024,
+        );
+        config.rotate_wait = self.duration(raw.rotate_wait.as_ref(), config.rotate_wait);
+        config.poll_interval = self.duration(raw.poll_interval.as_ref(), config.poll_interval);
+        self.warn_inactive("drop", raw.drop.as_ref().map(|v| v.referenced));
+        self.warn_inactive("redact", raw.redact.as_ref().map(|v| v.referenced));
+        Some(config)
+    }
+
+    fn field_names(&mut self, raw: Option<RawFieldNames>, defaults: FieldNames) -> FieldNames {
+        let Some(raw) = raw else { return defaults };
+        let mut pick = |v: &Option<S>, default: String| match v {
+            Some(v) => self.string(v).unwrap_or(default),
+            None => default,
+        };
+        FieldNames {
+            message: pick(&raw.message, defaults.message),
+            level: pick(&raw.level, defaults.level),
+            time: pick(&raw.time, defaults.time),
+            trace_id: pick(&raw.trace_id, defaults.trace_id),
+            span_id: pick(&raw.span_id, defaults.span_id),
+        }
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Moves a column in the env-expanded text back to the column as written.
+#[derive(Debug, Default)]
+struct ColumnMap {
+    /// `(line, column where an expansion ends in the expanded text, growth in bytes)`.
+    shifts: Vec<(u64, u64, i64)>,
+}
+
+impl ColumnMap {
+    fn original(&self, line: u64, column: u64) -> u64 {
+        let shift: i64 = self
+            .shifts
+            .iter()
+            .filter(|(l, end, _)| *l == line && *end <= column)
+            .map(|(_, _, growth)| growth)
+            .sum();
+        (column as i64 - shift).max(1) as u64
+    }
+}
+
+type ExpansionError = (u64, u64, String, String);
+
+/// Expands `${VAR}` references line by line, leaving comments alone, and records how
+/// columns moved. Errors carry the position of the reference as written.
+fn expand_text(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (String, ColumnMap, Vec<ExpansionError>) {
+    let mut out = String::with_capacity(text.len());
+    let mut columns = ColumnMap::default();
+    let mut errors = Vec::new();
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let line_no = index as u64 + 1;
+        // A `#` at the start or after whitespace begins a comment (outside quotes, which
+        // is the common case; a quoted ` #` is expanded as if it were code, harmlessly).
+        let comment_at = line
+            .char_indices()
+            .find(|(i, c)| *c == '#' && (*i == 0 || line[..*i].ends_with([' ', '\t'])))
+            .map(|(i, _)| i)
+            .unwrap_or(line.len());
+        let (code, comment) = line.split_at(comment_at);
+        let mut rest = code;
+        let mut consumed = 0usize;
+        let mut growth_so_far: i64 = 0;
+        while let Some(at) = rest.find('$') {
+            out.push_str(&rest[..at]);
+            let reference = &rest[at..];
+            let column = (consumed + at) as u64 + 1;
+            let end = if reference.starts_with("$$") {
+                2
+            } else if reference.starts_with("${") {
+                reference.find('}').map(|e| e + 1).unwrap_or(reference.len())
+            } else {
+                1
+            };
+            match expand_env(&reference[..end], env) {
+                Ok(value) => {
+                    let growth = value.len() as i64 - end as i64;
+                    growth_so_far += growth;
+                    // Where the expansion ends in the expanded line (growth includes it).
+                    let expanded_end = (column as i64 + end as i64 + growth_so_far) as u64;
+                    if growth != 0 {
+                        columns.shifts.push((line_no, expanded_end, growth));
+                    }
+                    out.push_str(&value);
+                }
+                Err((message, hint)) => {
+                    growth_so_far -= end as i64;
+                    columns
+                        .shifts
+                        .push((line_no, (column as i64 + growth_so_far + end as i64) as u64, -(end as i64)));
+                    errors.push((line_no, column, message, hint));
+                }
+            }
+            consumed += at + end;
+            rest = &rest[at + end..];
+        }
+        out.push_str(rest);
+        out.push_str(comment);
+    }
+    (out, columns, errors)
+}
+
+/// Expands `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`.
+pub(crate) fn expand_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, (String, String)> {
+    if !text.contains('$') {
+        return Ok(text.to_string());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+        } else if let Some(inner) = rest.strip_prefix("${") {
+            let Some(end) = inner.find('}') else {
+                return Err((
+                    "unterminated `${` in value".into(),
+                    "write ${VAR} or ${VAR:-default}; `$$` is a literal `$`".into(),
+                ));
+            };
+            let spec = &inner[..end];
+            let (name, default) = match spec.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (spec, None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err((
+                    format!("invalid variable name `{name}`"),
+                    "names are letters, digits and `_`".into(),
+                ));
+            }
+            match (env(name), default) {
+                (Some(value), None) => out.push_str(&value),
+                (Some(value), Some(_)) if !value.is_empty() => out.push_str(&value),
+                (_, Some(default)) => out.push_str(default),
+                (None, None) => {
+                    return Err((
+                        format!("environment variable `{name}` is not set"),
+                        format!("set it, or give a default: ${{{name}:-value}}"),
+                    ));
+                }
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses `64MiB`, `10KiB`, `1MB`, `512` (bytes).
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number.parse().ok()?;
+    let factor: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+/// The known name closest to `word`, if it is close enough to be a likely typo.
+pub(crate) fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> String {
+        let env = |name: &str| match name {
+            "TOKEN" => Some("s3cret".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        match load_str(yaml, Path::new("sidewatch.yaml"), &env) {
+            Ok(config) => format!(
+                "ok: listen={} logs={:?} warnings={:?}",
+                config.api.listen,
+                config
+                    .logs
+                    .iter()
+                    .map(|l| format!("{}:{:?}:{:?}:{}", l.name, l.paths, l.format, l.max_line_bytes))
+                    .collect::<Vec<_>>(),
+                config.warnings
+            ),
+            Err(errors) => errors.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_good_config_loads() {
+        insta::assert_snapshot!(check("api: { listen: 127.0.0.1:9999, token: ${TOKEN} }\nlogs:\n  - name: app\n    paths: [/var/log/app/*.log]\n    format: json\n    max_line_bytes: 64KiB\n"), @r#"ok: listen=127.0.0.1:9999 logs=["app:[\"/var/log/app/*.log\"]:Json:65536"] warnings=[]"#);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_position() {
+        let yaml = "\
+api:
+  listen: nowhere
+  tokn: x
+logs:
+  - name: app
+    paths: [\"/var/log/[\"]
+    format: structlg
+    max_line_bytes: lots
+    rotate_wait: soon
+  - paths: [a.log]
+grace_period: ${UNSET}
+";
+        insta::assert_snapshot!(check(yaml));
+    }
+
+    #[test]
+    fn positions_after_an_expansion_are_those_of_the_file() {
+        let out = check("api: { token: ${TOKEN}, listen: nowhere }\n");
+        assert!(out.starts_with("sidewatch.yaml:1:33: invalid listen address"), "{out}");
+        let out = check("api: { token: ${NOPE} }\n# ${ALSO_UNSET} in a comment is fine\n");
+        assert!(out.starts_with("sidewatch.yaml:1:15: environment variable `NOPE` is not set"), "{out}");
+        assert_eq!(out.lines().filter(|l| !l.contains("hint")).count(), 1, "{out}");
+    }
+
+    #[test]
+    fn env_expansion() {
+        let env = |name: &str| (name == "A").then(|| "x".to_string());
+        assert_eq!(expand_env("${A}-${B:-d}-$$-${A:-z}", &env).unwrap(), "x-d-$-x");
+        assert!(expand_env("${B}", &env).is_err());
+        assert!(expand_env("${A", &env).is_err());
+    }
+
+    #[test]
+    fn sizes_and_suggestions() {
+        assert_eq!(parse_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_size("64 KiB"), Some(64 << 10));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("1 parsec"), None);
+        assert_eq!(did_you_mean("structlg", Format::NAMES), Some("structlog"));
+        assert_eq!(did_you_mean("xml", Format::NAMES), None);
+    }
+}

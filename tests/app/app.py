@@ -1,0 +1,170 @@
+"""A real FastAPI service, logging the way sidewatch's users configure structlog.
+
+sidewatch's end-to-end tests run this app under uvicorn and tail the JSON log file it
+writes, so the lines, the rotation behaviour and the timing are those of the real
+stack (FastAPI + structlog + a stdlib ``logging`` handler), not a simulation.
+
+Configuration (environment variables, read once at import):
+
+``APP_LOG_PATH``       the log file (required).
+``APP_LOG_HANDLER``    ``rotating`` (``RotatingFileHandler``: rename → new inode, backups
+                       ``.1``…``.N``), ``file`` (plain ``FileHandler``: keeps writing into
+                       its file even after someone renames it) or ``watched``
+                       (``WatchedFileHandler``: reopens the path when it changes).
+``APP_LOG_MAX_BYTES``  ``maxBytes`` of the rotating handler (0: never rotate).
+``APP_LOG_BACKUPS``    ``backupCount`` of the rotating handler.
+``APP_VERSION``        logged as ``version`` on every record and returned by ``/health``.
+
+Endpoints:
+
+``GET /health``        ``{"status": "ok", "version": APP_VERSION}``.
+``GET /work?n=K``      logs K ``request finished`` records, each with a fresh uuid4
+                       ``request_id``, and returns those ids so a test knows exactly what
+                       was written. ``status`` (default 200) sets the logged status; 5xx
+                       are logged at level ``error``.
+``GET /error``         raises and logs the exception with ``log.exception`` (structlog
+                       renders the traceback into the ``exception`` key); answers 500.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import logging.handlers
+import os
+import secrets
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+
+APP_VERSION = os.environ.get("APP_VERSION", "1.0.0")
+
+# What OpenTelemetry's current span would give. The OTel SDK is not a dependency of
+# the log-pipeline tests, so a middleware plays the tracer: one trace/span id per
+# request, read by a processor exactly as users read `trace.get_current_span()`.
+_current_span: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "current_span", default=None
+)
+
+
+def add_trace_context(_logger, _method, event_dict):
+    """structlog processor: trace_id/span_id (hex) of the current span, if any."""
+    span = _current_span.get()
+    if span is not None:
+        event_dict["trace_id"], event_dict["span_id"] = span
+    return event_dict
+
+
+def add_version(_logger, _method, event_dict):
+    """structlog processor: the running version, which deployment detection reads."""
+    event_dict.setdefault("version", APP_VERSION)
+    return event_dict
+
+
+def _make_handler() -> logging.Handler:
+    path = os.environ["APP_LOG_PATH"]
+    kind = os.environ.get("APP_LOG_HANDLER", "rotating")
+    if kind == "rotating":
+        handler: logging.Handler = logging.handlers.RotatingFileHandler(
+            path,
+            maxBytes=int(os.environ.get("APP_LOG_MAX_BYTES", "0")),
+            backupCount=int(os.environ.get("APP_LOG_BACKUPS", "5")),
+            encoding="utf-8",
+        )
+    elif kind == "file":
+        handler = logging.FileHandler(path, encoding="utf-8")
+    elif kind == "watched":
+        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    else:
+        raise SystemExit(f"APP_LOG_HANDLER={kind!r}: expected rotating, file or watched")
+    # structlog has already rendered the whole line; the stdlib only writes it.
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def _configure_logging() -> structlog.stdlib.BoundLogger:
+    # A dedicated, non-propagating stdlib logger: only the app's JSON lines reach the
+    # file (uvicorn's plain-text access and error logs stay on stderr, as in production).
+    std = logging.getLogger("app")
+    std.handlers[:] = [_make_handler()]
+    std.setLevel(logging.INFO)
+    std.propagate = False
+
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.filter_by_level,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            add_trace_context,
+            add_version,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    return structlog.get_logger("app")
+
+
+log = _configure_logging()
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI):
+    log.info("app started", pid=os.getpid())
+    yield
+    log.info("app stopping", pid=os.getpid())
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.middleware("http")
+async def trace_middleware(request: Request, call_next):
+    token = _current_span.set((secrets.token_hex(16), secrets.token_hex(8)))
+    try:
+        return await call_next(request)
+    finally:
+        _current_span.reset(token)
+
+
+@app.get("/health")
+def health():
+    return {"status": "ok", "version": APP_VERSION}
+
+
+@app.get("/work")
+def work(n: int = Query(1, ge=0, le=100_000), status: int = 200):
+    # Plain `def`: FastAPI runs it in its threadpool, so a large n does not block the
+    # event loop (and /health stays responsive while tests drive load).
+    level = log.error if status >= 500 else log.info
+    ids = []
+    for _ in range(n):
+        started = time.perf_counter()
+        request_id = str(uuid.uuid4())
+        level(
+            "request finished",
+            request_id=request_id,
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000 + 1.0, 3),
+            path="/work",
+        )
+        ids.append(request_id)
+    return {"request_ids": ids}
+
+
+@app.get("/error")
+def error():
+    request_id = str(uuid.uuid4())
+    try:
+        raise ZeroDivisionError("division by zero")  # what a real handler bug looks like
+    except ZeroDivisionError:
+        log.exception("unhandled error", request_id=request_id, path="/error", status=500)
+    return JSONResponse({"error": "internal", "request_id": request_id}, status_code=500)

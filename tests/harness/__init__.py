@@ -1,0 +1,36 @@
+"""sidewatch's end-to-end test harness: real components on free 127.0.0.1 ports.
+
+One module per component, all built on `process.Process` (start by argv, output to a
+file in the test's tmp dir, stop by PID) and bounded waits (`wait_until`,
+`wait_stable`). Add new components (SMTP via aiosmtpd, an OTLP receiver, Alertmanager)
+as sibling modules in the same shape: a class that starts in its constructor, exposes
+`.url`/ports and read-back helpers, and registers its `Process` so the fixtures in
+tests/conftest.py stop it and print its output on failure.
+"""
+
+from .agent import Agent, attr, parse_prometheus, series_key, sidewatch_bin, to_yaml, values_of
+from .app import StructlogApp
+from .logrotate import Logrotate
+from .ports import free_port
+from .process import LIVE, Process, wait_stable, wait_until
+from .writer import LineWriter, line_offsets, seqs_in_file
+
+__all__ = [
+    "Agent",
+    "LIVE",
+    "LineWriter",
+    "Logrotate",
+    "Process",
+    "StructlogApp",
+    "attr",
+    "free_port",
+    "line_offsets",
+    "parse_prometheus",
+    "seqs_in_file",
+    "series_key",
+    "sidewatch_bin",
+    "to_yaml",
+    "values_of",
+    "wait_stable",
+    "wait_until",
+]
