@@ -1,9 +1,24 @@
-//! sidewatch: an observability sidecar for Python web services.
+//! sidewatch: an observability sidecar for Python web services. It tails the app's
+//! structlog files and will evaluate rules, verify deployments, notify and export OTLP.
 //!
 //! # Layout
+//! - `cli`: clap definitions and the verbs that are not the agent itself
 //! - `config/`: raw YAML → validated `Config` (two phases, all errors at once)
+//! - `topology`: builds and wires components; owns shutdown
+//! - `sources/`: `file_tail` (and its `discovery` of glob matches)
 //! - `event`: the record types that flow between components
-//! - `parse/`: structlog, json, logfmt and text parsers (pure)
+//! - `parse/`: structlog, json, logfmt and text parsers — pure
+//! - `export/`: the sink stage (file / stdout / blackhole outputs) and checkpoint commits
+//! - `state`: the one state store under `data_dir`
+//! - `api/`: the HTTP API and `/metrics`
+//! - `telemetry`: the agent's own counters and internal events
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod event;
+pub mod export;
 pub mod parse;
+pub mod sources;
+pub mod state;
+pub mod telemetry;
+pub mod topology;

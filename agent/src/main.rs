@@ -1,1 +1,75 @@
-fn main() {}
+//! The `sidewatch` binary: parse the command line, load the config, run the verb, map
+//! the result to an exit code. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sidewatch::cli::{self, Cli, Command};
+use sidewatch::topology::{self, Outcome};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check) => cli::check(cli.config.as_deref()),
+        Some(Command::Healthcheck { url }) => {
+            runtime().block_on(cli::healthcheck(cli.config.as_deref(), url))
+        }
+        Some(Command::Run) | None => run(cli.config.as_deref()),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        // Two workers are plenty for the async parts (API, timers); the tail and sink
+        // stages run on their own blocking threads.
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+fn run(config_path: Option<&std::path::Path>) -> ExitCode {
+    init_logging();
+    let config = match cli::load_config(config_path) {
+        Ok(config) => config,
+        Err(errors) => {
+            for error in &errors.0 {
+                tracing::error!(file = %error.file.display(), line = error.line, column = error.column, "{error}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if config.path.is_none() {
+        tracing::info!(
+            "no config file (-c, $SIDEWATCH_CONFIG or ./sidewatch.yaml): running on built-in defaults: tail ./logs/*.log (structlog), data_dir ./sidewatch-data, API on 127.0.0.1:9777"
+        );
+    } else {
+        tracing::info!(config = %config.origin(), version = env!("CARGO_PKG_VERSION"), "sidewatch starting");
+    }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    match runtime().block_on(topology::run(config)) {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::GraceExceeded) => ExitCode::FAILURE,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The agent's own logs: JSON lines on stderr, level from `$SIDEWATCH_LOG` (default
+/// `info`), so they can be tailed and shipped like the app's.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIDEWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -115,7 +115,10 @@ impl Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9777)),
                 token: None,
             },
-            logs: vec![LogSourceConfig::defaults("app", vec!["./logs/*.log".into()])],
+            logs: vec![LogSourceConfig::defaults(
+                "app",
+                vec!["./logs/*.log".into()],
+            )],
             export: ExportConfig::default(),
             warnings: Vec::new(),
         }

@@ -53,7 +53,7 @@ pub fn load_str(
     let tree = match serde_saphyr::from_str::<Option<Node>>(text) {
         Ok(tree) => tree.unwrap_or(Node::Map(Vec::new())),
         Err(e) => {
-            let error = ctx.from_yaml_error(&e);
+            let error = ctx.yaml_error(&e);
             ctx.errors.push(error);
             return Err(ctx.finish(expansion_errors));
         }
@@ -67,7 +67,7 @@ pub fn load_str(
     let raw: Option<RawConfig> = match parsed {
         Ok(raw) => raw,
         Err(e) => {
-            let first = ctx.from_yaml_error(&e);
+            let first = ctx.yaml_error(&e);
             ctx.report_unknown(&tree, &unknown);
             ctx.errors.push(first);
             return Err(ctx.finish(expansion_errors));
@@ -185,7 +185,7 @@ impl Ctx {
         });
     }
 
-    fn from_yaml_error(&self, e: &serde_saphyr::Error) -> ConfigError {
+    fn yaml_error(&self, e: &serde_saphyr::Error) -> ConfigError {
         let location = e.location();
         let message = e.without_snippet().to_string();
         // The library appends its own position; ours leads the line instead.
@@ -369,7 +369,9 @@ impl Ctx {
                 self.error_at(
                     inline.referenced,
                     format!("`{name}` and `{name}_file` are both set"),
-                    Some(format!("keep one: `{name}_file` reads the secret from a file")),
+                    Some(format!(
+                        "keep one: `{name}_file` reads the secret from a file"
+                    )),
                 );
                 None
             }
@@ -541,7 +543,11 @@ impl Ctx {
         let name = match raw.name.as_ref() {
             Some(v) => self.string(v)?,
             None => {
-                self.error_at(at, "log source has no `name`", Some("add `name: app`; it becomes the stream label source=\"app\"".into()));
+                self.error_at(
+                    at,
+                    "log source has no `name`",
+                    Some("add `name: app`; it becomes the stream label source=\"app\"".into()),
+                );
                 return None;
             }
         };
@@ -549,9 +555,15 @@ impl Ctx {
         match raw.paths {
             Some(paths) if !paths.value.is_empty() => {
                 for path in &paths.value {
-                    let Some(text) = self.string(path) else { continue };
+                    let Some(text) = self.string(path) else {
+                        continue;
+                    };
                     if let Err(e) = globset::Glob::new(&text) {
-                        self.error_at(path.referenced, format!("invalid glob `{text}`: {}", e.kind()), None);
+                        self.error_at(
+                            path.referenced,
+                            format!("invalid glob `{text}`: {}", e.kind()),
+                            None,
+                        );
                     } else {
                         config.paths.push(text);
                     }
@@ -670,7 +682,10 @@ fn expand_text(
             let end = if reference.starts_with("$$") {
                 2
             } else if reference.starts_with("${") {
-                reference.find('}').map(|e| e + 1).unwrap_or(reference.len())
+                reference
+                    .find('}')
+                    .map(|e| e + 1)
+                    .unwrap_or(reference.len())
             } else {
                 1
             };
@@ -687,9 +702,11 @@ fn expand_text(
                 }
                 Err((message, hint)) => {
                     growth_so_far -= end as i64;
-                    columns
-                        .shifts
-                        .push((line_no, (column as i64 + growth_so_far + end as i64) as u64, -(end as i64)));
+                    columns.shifts.push((
+                        line_no,
+                        (column as i64 + growth_so_far + end as i64) as u64,
+                        -(end as i64),
+                    ));
                     errors.push((line_no, column, message, hint));
                 }
             }
@@ -820,7 +837,10 @@ mod tests {
                 config
                     .logs
                     .iter()
-                    .map(|l| format!("{}:{:?}:{:?}:{}", l.name, l.paths, l.format, l.max_line_bytes))
+                    .map(|l| format!(
+                        "{}:{:?}:{:?}:{}",
+                        l.name, l.paths, l.format, l.max_line_bytes
+                    ))
                     .collect::<Vec<_>>(),
                 config.warnings
             ),
@@ -854,16 +874,29 @@ grace_period: ${UNSET}
     #[test]
     fn positions_after_an_expansion_are_those_of_the_file() {
         let out = check("api: { token: ${TOKEN}, listen: nowhere }\n");
-        assert!(out.starts_with("sidewatch.yaml:1:33: invalid listen address"), "{out}");
+        assert!(
+            out.starts_with("sidewatch.yaml:1:33: invalid listen address"),
+            "{out}"
+        );
         let out = check("api: { token: ${NOPE} }\n# ${ALSO_UNSET} in a comment is fine\n");
-        assert!(out.starts_with("sidewatch.yaml:1:15: environment variable `NOPE` is not set"), "{out}");
-        assert_eq!(out.lines().filter(|l| !l.contains("hint")).count(), 1, "{out}");
+        assert!(
+            out.starts_with("sidewatch.yaml:1:15: environment variable `NOPE` is not set"),
+            "{out}"
+        );
+        assert_eq!(
+            out.lines().filter(|l| !l.contains("hint")).count(),
+            1,
+            "{out}"
+        );
     }
 
     #[test]
     fn env_expansion() {
         let env = |name: &str| (name == "A").then(|| "x".to_string());
-        assert_eq!(expand_env("${A}-${B:-d}-$$-${A:-z}", &env).unwrap(), "x-d-$-x");
+        assert_eq!(
+            expand_env("${A}-${B:-d}-$$-${A:-z}", &env).unwrap(),
+            "x-d-$-x"
+        );
         assert!(expand_env("${B}", &env).is_err());
         assert!(expand_env("${A", &env).is_err());
     }

@@ -106,8 +106,8 @@ fn decode_into(buf: &mut Vec<u8>, raw: Span) -> Span {
 
 #[cfg(test)]
 mod tests {
-    use crate::parse::tests::check;
     use crate::parse::Format;
+    use crate::parse::tests::check;
 
     #[test]
     fn logfmt_lines() {

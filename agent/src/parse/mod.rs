@@ -30,6 +30,15 @@ pub enum Format {
 impl Format {
     pub const NAMES: &'static [&'static str] = &["structlog", "json", "logfmt", "text"];
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Structlog => "structlog",
+            Format::Json => "json",
+            Format::Logfmt => "logfmt",
+            Format::Text => "text",
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Format> {
         Some(match name {
             "structlog" => Format::Structlog,
@@ -364,7 +373,10 @@ mod tests {
     #[test]
     fn malformed_json_becomes_a_flagged_text_record() {
         let out = check(Format::Structlog, r#"{"event": "cut off", "lev"#);
-        assert!(out.contains(r#"body=Some("{\"event\": \"cut off\", \"lev")"#), "{out}");
+        assert!(
+            out.contains(r#"body=Some("{\"event\": \"cut off\", \"lev")"#),
+            "{out}"
+        );
         assert!(out.contains("parse_error=true"), "{out}");
         let out = check(Format::Structlog, "WARNING: something printed by a library");
         assert!(out.contains("sev=13"), "{out}");

@@ -33,7 +33,12 @@ static LEADING_LEVEL: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Parses one text record (possibly several folded lines joined by `\n`).
-pub fn parse_record(buf: &mut Vec<u8>, line: Span, fields: &mut Vec<Field>, record: &mut LogRecord) {
+pub fn parse_record(
+    buf: &mut Vec<u8>,
+    line: Span,
+    fields: &mut Vec<Field>,
+    record: &mut LogRecord,
+) {
     // First find everything (the buffer is only read), then append the derived keys.
     let mut found: Vec<(&'static str, Value)> = Vec::new();
     {
@@ -55,7 +60,13 @@ pub fn parse_record(buf: &mut Vec<u8>, line: Span, fields: &mut Vec<Field>, reco
                     } else {
                         ValueKind::Text
                     };
-                    found.push((name, Value { span: span_of(m), kind }));
+                    found.push((
+                        name,
+                        Value {
+                            span: span_of(m),
+                            kind,
+                        },
+                    ));
                 }
             }
             if let Some(t) = caps.name("time") {
@@ -86,7 +97,10 @@ pub fn parse_record(buf: &mut Vec<u8>, line: Span, fields: &mut Vec<Field>, reco
         // A folded traceback: everything from its header on is the exception.
         if let Some(at) = memchr::memmem::find(text, TRACEBACK_HEADER) {
             let traceback = &text[at..];
-            found.push(("exception", Value::text(Span::new(base + at, line.end as usize))));
+            found.push((
+                "exception",
+                Value::text(Span::new(base + at, line.end as usize)),
+            ));
             if let Some((start, end)) = exception_class(traceback) {
                 found.push((
                     "exception_type",
@@ -201,9 +215,18 @@ mod tests {
     #[test]
     fn levels_and_times_at_the_start_of_a_line() {
         let out = check(Format::Text, "2026-11-23 19:49:24,500 ERROR payment failed");
-        assert!(out.contains(r#"sev=17 "ERROR" time=Some(1795463364500000000)"#), "{out}");
-        let out = check(Format::Text, "[2026-11-23 19:49:24 +0000] [7] [INFO] Booting worker");
-        assert!(out.contains(r#"sev=9 "INFO" time=Some(1795463364000000000)"#), "{out}");
+        assert!(
+            out.contains(r#"sev=17 "ERROR" time=Some(1795463364500000000)"#),
+            "{out}"
+        );
+        let out = check(
+            Format::Text,
+            "[2026-11-23 19:49:24 +0000] [7] [INFO] Booting worker",
+        );
+        assert!(
+            out.contains(r#"sev=9 "INFO" time=Some(1795463364000000000)"#),
+            "{out}"
+        );
         let out = check(Format::Text, "just words");
         assert!(out.contains("sev=0"), "{out}");
     }
@@ -226,7 +249,10 @@ mod tests {
             ("  File \"a.py\", line 1, in <module>", true),
             ("ValueError: bad", true),
             ("", true),
-            ("During handling of the above exception, another exception occurred:", true),
+            (
+                "During handling of the above exception, another exception occurred:",
+                true,
+            ),
             ("", true),
             ("Traceback (most recent call last):", true),
             ("  File \"b.py\", line 2, in g", true),

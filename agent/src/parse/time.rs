@@ -71,8 +71,8 @@ pub fn parse_iso8601(s: &[u8]) -> Option<i64> {
         return None;
     }
     let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour as i64 * 3600 + minute as i64 * 60 + second as i64
-        - offset_seconds;
+    let secs =
+        days * 86_400 + hour as i64 * 3600 + minute as i64 * 60 + second as i64 - offset_seconds;
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
@@ -88,7 +88,7 @@ pub fn parse_epoch(s: &str) -> Option<i64> {
     if !frac_part.bytes().all(|c| c.is_ascii_digit()) {
         // Exponent notation: rare enough for f64 precision to do.
         let v: f64 = s.parse().ok()?;
-        return (v.is_finite() && v >= 0.0 && v < 1e11).then(|| (v * 1e9).round() as i64);
+        return (v.is_finite() && (0.0..1e11).contains(&v)).then(|| (v * 1e9).round() as i64);
     }
     let whole: i64 = int_part.parse().ok()?;
     if whole < 0 {
@@ -254,7 +254,12 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(parse_iso8601(input.as_bytes()), Some(*want), "{input}");
         }
-        for bad in ["2026-13-23T19:49:24Z", "yesterday", "2026-11-23T19:49:24Q", ""] {
+        for bad in [
+            "2026-13-23T19:49:24Z",
+            "yesterday",
+            "2026-11-23T19:49:24Q",
+            "",
+        ] {
             assert_eq!(parse_iso8601(bad.as_bytes()), None, "{bad}");
         }
     }
@@ -262,18 +267,32 @@ mod tests {
     #[test]
     fn parses_epochs_of_any_unit() {
         let s = 1_795_463_364i64;
-        assert_eq!(parse_epoch("1795463364.25"), Some(s * 1_000_000_000 + 250_000_000));
-        assert_eq!(parse_epoch("1795463364250"), Some(s * 1_000_000_000 + 250_000_000));
+        assert_eq!(
+            parse_epoch("1795463364.25"),
+            Some(s * 1_000_000_000 + 250_000_000)
+        );
+        assert_eq!(
+            parse_epoch("1795463364250"),
+            Some(s * 1_000_000_000 + 250_000_000)
+        );
         assert_eq!(parse_epoch("-5"), None);
     }
 
     #[test]
     fn writes_rfc3339_and_round_trips() {
-        for nanos in [0, 1_795_463_364_123_456_000, 951_782_400_000_000_001, -86_400_000_000_000] {
+        for nanos in [
+            0,
+            1_795_463_364_123_456_000,
+            951_782_400_000_000_001,
+            -86_400_000_000_000,
+        ] {
             let text = rfc(nanos);
             assert_eq!(parse_iso8601(text.as_bytes()), Some(nanos), "{text}");
         }
-        assert_eq!(rfc(1_795_463_364_123_456_000), "2026-11-23T19:49:24.123456Z");
+        assert_eq!(
+            rfc(1_795_463_364_123_456_000),
+            "2026-11-23T19:49:24.123456Z"
+        );
         assert_eq!(rfc(0), "1970-01-01T00:00:00Z");
     }
 }

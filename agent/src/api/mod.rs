@@ -1,0 +1,196 @@
+//! The HTTP API on `api.listen`: health and readiness for probes, `/metrics` for
+//! Prometheus, `/api/v1/status` for people and scripts. A bearer `api.token`, when set,
+//! guards everything except `/healthz`, `/readyz` and `/metrics` (what kubelets and
+//! scrapers reach without credentials).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Secret, ServiceConfig};
+use crate::event::LogBatch;
+use crate::parse::Format;
+use crate::sources::file_tail::SourceStatus;
+use crate::telemetry::Telemetry;
+
+/// A source as the status endpoint shows it.
+pub struct SourceView {
+    pub name: Arc<str>,
+    pub format: Format,
+    pub paths: Vec<String>,
+    pub files: SourceStatus,
+}
+
+/// What the API serves from.
+pub struct ApiState {
+    pub telemetry: Arc<Telemetry>,
+    /// Set once the config is loaded and every source runs.
+    pub ready: Arc<AtomicBool>,
+    pub token: Option<Secret>,
+    pub service: ServiceConfig,
+    pub config_origin: String,
+    pub started: Instant,
+    pub sources: Vec<SourceView>,
+    /// The pipeline's queue, observed without keeping it open.
+    pub queue: mpsc::WeakSender<LogBatch>,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/status", get(status))
+        .fallback(not_found)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(protected)
+        .with_state(state)
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: CancellationToken) {
+    let app = router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(component = "api", "api server failed: {e}");
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let body = state.telemetry.render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let sources: Vec<serde_json::Value> = state
+        .sources
+        .iter()
+        .map(|s| {
+            let files = s.files.lock().map(|f| f.clone()).unwrap_or_default();
+            serde_json::json!({
+                "name": &*s.name,
+                "format": s.format,
+                "paths": s.paths,
+                "files": files,
+            })
+        })
+        .collect();
+    let (depth, capacity) = match state.queue.upgrade() {
+        Some(tx) => (tx.max_capacity() - tx.capacity(), tx.max_capacity()),
+        None => (0, 0),
+    };
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "service": state.service,
+        "config": state.config_origin,
+        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+        "ready": state.ready.load(Ordering::Relaxed),
+        "sources": sources,
+        "queues": { "log_batches": { "depth": depth, "capacity": capacity } },
+    }))
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "error": "not found" })),
+    )
+        .into_response()
+}
+
+async fn require_token(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), token.expose().as_bytes()) => {
+            next.run(request).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+            Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
+        )
+            .into_response(),
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// GET `url` and return the status code and body (for `healthcheck` and tests).
+pub async fn http_get(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = hyper::Request::get(url);
+    if let Some(token) = token.filter(|t| !t.is_empty()) {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = client.request(request.body(Empty::new())?).await?;
+    let code = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,217 @@
+//! The sink stage: where records leave the pipeline (the `file` and `stdout` JSON-lines
+//! outputs, the `blackhole` used by benchmarks; the OTLP exporter later) and where file
+//! checkpoints are committed once the records are durable.
+//!
+//! One stage owns every output so that a batch is acknowledged only when all of them
+//! hold it. Every `checkpoint_interval` it flushes and `fdatasync`s the file output,
+//! then commits the acknowledged offsets to the state store in one transaction: a crash
+//! can repeat at most one interval's records, and never skip any.
+
+pub mod json;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::ExportConfig;
+use crate::event::{FileMark, LogBatch};
+use crate::state::StateStore;
+use crate::telemetry::{ComponentEvents, Telemetry};
+
+/// The outputs of the pipeline and the checkpoint commit.
+pub struct SinkStage {
+    file: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+    stdout: bool,
+    blackhole: bool,
+    store: StateStore,
+    checkpoint_interval: Duration,
+    events: ComponentEvents,
+    /// Emptied batches go back to the sources for reuse.
+    recycle: Arc<Mutex<Vec<LogBatch>>>,
+    /// Sum over every decoded field (blackhole): keeps the work from being optimized out.
+    checksum: u64,
+}
+
+/// How many emptied batches are kept for reuse.
+const RECYCLE_POOL: usize = 16;
+
+impl SinkStage {
+    pub fn new(
+        config: &ExportConfig,
+        store: StateStore,
+        checkpoint_interval: Duration,
+        telemetry: &Arc<Telemetry>,
+        recycle: Arc<Mutex<Vec<LogBatch>>>,
+    ) -> anyhow::Result<SinkStage> {
+        let file = match &config.file {
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    fs_err::create_dir_all(dir)?;
+                }
+                let file = fs_err::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                Some((
+                    path.clone(),
+                    std::io::BufWriter::with_capacity(256 * 1024, file.into()),
+                ))
+            }
+            None => None,
+        };
+        Ok(SinkStage {
+            file,
+            stdout: config.stdout,
+            blackhole: config.blackhole,
+            store,
+            checkpoint_interval,
+            events: ComponentEvents::new(telemetry, "records", "sink"),
+            recycle,
+            checksum: 0,
+        })
+    }
+
+    /// Consumes batches until every source has stopped, then makes the last ones
+    /// durable and commits their checkpoints.
+    pub fn run(mut self, mut input: mpsc::Receiver<LogBatch>) {
+        let mut pending: Vec<FileMark> = Vec::new();
+        let mut last_commit = Instant::now();
+        let mut line = Vec::with_capacity(64 * 1024);
+        let stdout = std::io::stdout();
+        let runtime = tokio::runtime::Handle::current();
+        loop {
+            // Wait for a batch, but no longer than the next commit is due, so offsets
+            // are committed on time even when the input goes quiet.
+            let due = self
+                .checkpoint_interval
+                .saturating_sub(last_commit.elapsed());
+            let batch = match runtime.block_on(tokio::time::timeout(due, input.recv())) {
+                Ok(batch) => batch,
+                Err(_elapsed) => {
+                    self.commit(&mut pending);
+                    last_commit = Instant::now();
+                    continue;
+                }
+            };
+            let Some(mut batch) = batch else { break };
+            let records = batch.records.len() as u64;
+            self.events.received.add(records);
+            if self.file.is_some() || self.stdout {
+                line.clear();
+                for record in &batch.records {
+                    json::write_record(&mut line, &batch, record, None);
+                }
+                self.write_file(&line);
+                if self.stdout {
+                    let mut lock = stdout.lock();
+                    if let Err(e) = lock.write_all(&line) {
+                        self.events.error(
+                            "stdout_write_failed",
+                            &format!("cannot write records to stdout: {e}"),
+                        );
+                    }
+                }
+            }
+            if self.blackhole {
+                self.checksum = self.checksum.wrapping_add(touch_every_field(&batch));
+            }
+            self.events.sent.add(records);
+            pending.append(&mut batch.files);
+            batch.clear();
+            if let Ok(mut pool) = self.recycle.lock()
+                && pool.len() < RECYCLE_POOL
+            {
+                pool.push(batch);
+            }
+            if last_commit.elapsed() >= self.checkpoint_interval {
+                self.commit(&mut pending);
+                last_commit = Instant::now();
+            }
+        }
+        self.commit(&mut pending);
+        std::hint::black_box(self.checksum);
+        tracing::debug!("sink stage stopped; checkpoints committed");
+    }
+
+    /// Writes to the file output, retrying until it works: records are never dropped
+    /// because a disk is briefly full; the pipeline waits (backpressure) instead.
+    fn write_file(&mut self, bytes: &[u8]) {
+        let Some((path, writer)) = self.file.as_mut() else {
+            return;
+        };
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = writer.write_all(bytes) {
+            let message = format!("cannot write records to {}: {e}; retrying", path.display());
+            self.events.error("file_write_failed", &message);
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Makes written records durable, then commits the offsets they cover.
+    fn commit(&mut self, pending: &mut Vec<FileMark>) {
+        if let Some((path, writer)) = self.file.as_mut()
+            && let Err(e) = writer.flush().and_then(|()| writer.get_ref().sync_data())
+        {
+            let message = format!(
+                "cannot flush {}: {e}; checkpoints held back",
+                path.display()
+            );
+            self.events.error("file_sync_failed", &message);
+            return;
+        }
+        if pending.is_empty() {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        match self.store.commit_marks(pending.iter(), now) {
+            Ok(()) => pending.clear(),
+            Err(e) => self.events.error(
+                "checkpoint_failed",
+                &format!("cannot commit checkpoints: {e}"),
+            ),
+        }
+    }
+}
+
+/// Decodes everything an exporter would read from each record (time, severity, body,
+/// trace context, every attribute's key and value) and folds it into a number, so a
+/// benchmark of the blackhole output pays for the decoding that lazy parsing deferred.
+pub fn touch_every_field(batch: &LogBatch) -> u64 {
+    use crate::event::Decoded;
+    let buf = &batch.buf;
+    let mut sum = 0u64;
+    let fold = |d: &Decoded<'_>| -> u64 {
+        match d {
+            Decoded::Str(s) => s.len() as u64,
+            Decoded::Int(i) => *i as u64,
+            Decoded::Double(f) => f.to_bits(),
+            Decoded::Bool(b) => *b as u64,
+            Decoded::Null => 1,
+            Decoded::Json(s) => s.len() as u64,
+        }
+    };
+    for record in &batch.records {
+        sum = sum.wrapping_add(record.time() as u64);
+        sum = sum.wrapping_add(record.severity_number as u64);
+        if let Some(body) = record.body {
+            sum = sum.wrapping_add(fold(&body.decode(buf)));
+        }
+        for id in [record.trace_id, record.span_id].into_iter().flatten() {
+            sum = sum.wrapping_add(id.raw(buf).len() as u64);
+        }
+        for field in batch.attrs(record) {
+            sum = sum.wrapping_add(field.key(buf).len() as u64);
+            sum = sum.wrapping_add(fold(&field.value.decode(buf)));
+        }
+        sum = sum.wrapping_add(batch.file_path(record).len() as u64);
+    }
+    sum
+}

@@ -1,0 +1,933 @@
+//! The file tail source: follows the files a `logs:` entry's globs match, through
+//! rename rotation, copytruncate, deletion and restarts, and turns their lines into
+//! records in batches.
+//!
+//! How it keeps "nothing lost, nothing doubled":
+//! - A file is known by its `FileIdentity` (device, inode and a fingerprint of its first
+//!   bytes), not its name: a file renamed within the globs keeps being read where it was,
+//!   a new file at an old name is a new file, and a new file that reuses a deleted file's
+//!   inode is told apart by its fingerprint.
+//! - A file that leaves the globs (renamed by rotation, or deleted) keeps being read
+//!   through its open descriptor until it has been idle for `rotate_wait`: an app with a
+//!   plain `FileHandler` keeps writing into the renamed file.
+//! - A file that shrinks below the read position was truncated (copytruncate) and is read
+//!   again from 0; so is one whose first bytes no longer match its fingerprint.
+//! - Each batch carries, per file, the offset before which every record has been emitted.
+//!   The sink stage commits it to the state store only once the batch is durable, so a
+//!   crash repeats at most what was read since the last commit, never skips anything.
+//! - A partial last line waits for its newline; a line longer than `max_line_bytes` is
+//!   cut and flagged, and the rest of it skipped without being held in memory.
+//!
+//! The loop runs on a blocking thread: file IO is synchronous, and a dedicated thread
+//! reads and parses while the sink stage writes on another, using both cores.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{LogSourceConfig, StartAt};
+use crate::event::{FileIdentity, FileMark, LogBatch, LogRecord, RecordFlags, Span};
+use crate::parse::text::Folder;
+use crate::parse::{Format, LineParser, Outcome};
+use crate::sources::discovery::Discovery;
+use crate::state::{Checkpoint, StateStore};
+use crate::telemetry::{ComponentEvents, Counter, Telemetry};
+
+/// How many leading bytes identify a file.
+const FINGERPRINT_BYTES: u64 = 256;
+/// Bytes read per `read` call.
+const CHUNK_BYTES: usize = 256 * 1024;
+/// A batch is sent once it holds this much text or this many records.
+const BATCH_BYTES: usize = 512 * 1024;
+const BATCH_RECORDS: usize = 4096;
+/// At most this much is read from one file before the others get their turn.
+const FILE_TURN_BYTES: u64 = 4 * 1024 * 1024;
+/// Globs are listed at least this often even if no change notification arrives.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What `/api/v1/status` shows of one file.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FileStatus {
+    pub path: String,
+    pub current_path: String,
+    pub offset: u64,
+    pub size: u64,
+    /// Renamed out of the globs or deleted, and still being drained.
+    pub rotated: bool,
+}
+
+/// Shared view of a source's files, for the API.
+pub type SourceStatus = Arc<Mutex<Vec<FileStatus>>>;
+
+/// Counters of one tail source.
+struct TailMetrics {
+    events: ComponentEvents,
+    /// By severity label, in the order of `LEVELS`.
+    records: Vec<Counter>,
+    parse_errors: Counter,
+    truncated: Counter,
+    invalid_utf8: Counter,
+    telemetry: Arc<Telemetry>,
+    source: Arc<str>,
+}
+
+const LEVELS: [&str; 7] = [
+    "unknown", "trace", "debug", "info", "warning", "error", "critical",
+];
+
+fn level_index(severity_number: u8) -> usize {
+    match severity_number {
+        0 => 0,
+        1..=4 => 1,
+        5..=8 => 2,
+        9..=12 => 3,
+        13..=16 => 4,
+        17..=20 => 5,
+        _ => 6,
+    }
+}
+
+impl TailMetrics {
+    fn new(telemetry: &Arc<Telemetry>, source: &Arc<str>) -> TailMetrics {
+        let label = [("source", &**source)];
+        TailMetrics {
+            events: ComponentEvents::new(telemetry, source, "file_tail"),
+            records: LEVELS
+                .iter()
+                .map(|level| {
+                    telemetry.counter(
+                        "sidewatch_log_records_total",
+                        "Log records read, by source and level.",
+                        &[("source", source), ("level", level)],
+                    )
+                })
+                .collect(),
+            parse_errors: telemetry.counter(
+                "sidewatch_log_parse_errors_total",
+                "Lines that were not valid for their source's format (kept as text records).",
+                &label,
+            ),
+            truncated: telemetry.counter(
+                "sidewatch_log_truncated_total",
+                "Lines longer than max_line_bytes, cut and flagged.",
+                &label,
+            ),
+            invalid_utf8: telemetry.counter(
+                "sidewatch_log_invalid_utf8_total",
+                "Lines holding invalid UTF-8, kept with replacement characters and flagged.",
+                &label,
+            ),
+            telemetry: telemetry.clone(),
+            source: source.clone(),
+        }
+    }
+
+    /// A file event (discovered, rotated, truncated, closed): a log line and a counter.
+    fn file_event(&self, event: &'static str, path: &str, detail: &str) {
+        tracing::info!(component = %self.source, file = path, event, "{detail}");
+        self.telemetry
+            .counter(
+                "sidewatch_file_events_total",
+                "Files discovered, rotated away, truncated, closed.",
+                &[("source", &self.source), ("event", event)],
+            )
+            .inc();
+    }
+}
+
+/// Per-batch tallies, added to the counters once per batch rather than per line.
+#[derive(Default)]
+struct Tally {
+    levels: [u64; 7],
+    parse_errors: u64,
+    truncated: u64,
+    invalid_utf8: u64,
+    bytes: u64,
+}
+
+/// A record being folded (format `text`): its lines so far.
+struct Folding {
+    text: Vec<u8>,
+    offset: u64,
+    truncated: bool,
+}
+
+/// One file being read.
+struct TrackedFile {
+    /// The path it had when discovered: the record's `file`.
+    path: Arc<str>,
+    /// Where it is now (changes when renamed within the globs).
+    current_path: PathBuf,
+    file: File,
+    identity: FileIdentity,
+    /// Offset of the next byte to read.
+    read_pos: u64,
+    /// The start of a line whose newline has not arrived yet.
+    partial: Vec<u8>,
+    partial_start: u64,
+    /// The partial line exceeded `max_line_bytes`: the rest until its newline is skipped.
+    partial_truncated: bool,
+    folding: Option<Folding>,
+    folder: Folder,
+    /// When it left the globs (renamed away or deleted).
+    rotated_since: Option<Instant>,
+    last_data: Instant,
+    size: u64,
+}
+
+impl TrackedFile {
+    /// Every record before this offset has been emitted.
+    fn committable(&self) -> u64 {
+        let mut offset = self.read_pos;
+        if !self.partial.is_empty() || self.partial_truncated {
+            offset = self.partial_start;
+        }
+        if let Some(folding) = &self.folding {
+            offset = offset.min(folding.offset);
+        }
+        offset
+    }
+
+    fn mark(&self, source: &Arc<str>, closed: bool) -> FileMark {
+        FileMark {
+            source: source.clone(),
+            path: self.path.clone(),
+            identity: self.identity,
+            checkpoint: self.committable(),
+            closed,
+        }
+    }
+}
+
+/// Wakes the tail loop: a file changed, or shutdown began.
+#[derive(Clone)]
+pub struct Waker {
+    tx: std_mpsc::SyncSender<()>,
+    rescan: Arc<AtomicBool>,
+}
+
+impl Waker {
+    pub fn wake(&self, rescan: bool) {
+        if rescan {
+            self.rescan.store(true, Ordering::Relaxed);
+        }
+        // A full channel already holds a wake-up: nothing is lost by dropping this one.
+        let _ = self.tx.try_send(());
+    }
+}
+
+pub struct FileTail {
+    config: LogSourceConfig,
+    parser: LineParser,
+    discovery: Discovery,
+    /// Stored checkpoints by (dev, ino), consumed as their files are found again.
+    checkpoints: HashMap<(u64, u64), Checkpoint>,
+    /// The source has committed before: `start_at` no longer applies.
+    seen_before: bool,
+    files: HashMap<(u64, u64), TrackedFile>,
+    chunk: Vec<u8>,
+    metrics: TailMetrics,
+    status: SourceStatus,
+    wake_rx: std_mpsc::Receiver<()>,
+    waker: Waker,
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: Vec<PathBuf>,
+}
+
+impl FileTail {
+    pub fn new(
+        config: LogSourceConfig,
+        store: &StateStore,
+        telemetry: &Arc<Telemetry>,
+    ) -> anyhow::Result<FileTail> {
+        let discovery = Discovery::new(&config.paths)?;
+        let checkpoints = store
+            .checkpoints(&config.name)?
+            .into_iter()
+            .map(|c| ((c.identity.dev, c.identity.ino), c))
+            .collect();
+        let seen_before = store.source_seen(&config.name)?;
+        let (tx, wake_rx) = std_mpsc::sync_channel(1);
+        let waker = Waker {
+            tx,
+            rescan: Arc::new(AtomicBool::new(true)),
+        };
+        let watcher = {
+            let waker = waker.clone();
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                use notify::EventKind;
+                let rescan = match &event {
+                    Ok(e) => matches!(
+                        e.kind,
+                        EventKind::Create(_)
+                            | EventKind::Remove(_)
+                            | EventKind::Modify(notify::event::ModifyKind::Name(_))
+                            | EventKind::Any
+                            | EventKind::Other
+                    ),
+                    Err(_) => true,
+                };
+                waker.wake(rescan);
+            })
+        };
+        let metrics = TailMetrics::new(telemetry, &config.name);
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                metrics.events.error(
+                    "watch_failed",
+                    &format!(
+                        "file change notifications unavailable, polling every {:?}: {e}",
+                        config.poll_interval
+                    ),
+                );
+                None
+            }
+        };
+        Ok(FileTail {
+            parser: LineParser::new(config.format, config.fields.clone()),
+            config,
+            discovery,
+            checkpoints,
+            seen_before,
+            files: HashMap::new(),
+            chunk: vec![0; CHUNK_BYTES],
+            metrics,
+            status: Arc::new(Mutex::new(Vec::new())),
+            wake_rx,
+            waker,
+            watcher,
+            watched: Vec::new(),
+        })
+    }
+
+    pub fn status(&self) -> SourceStatus {
+        self.status.clone()
+    }
+
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// Reads until `shutdown`, sending batches to `out`. Emptied batches come back on
+    /// `recycle` to be reused.
+    pub fn run(
+        mut self,
+        out: mpsc::Sender<LogBatch>,
+        recycle: Arc<Mutex<Vec<LogBatch>>>,
+        shutdown: CancellationToken,
+    ) {
+        let source = self.config.name.clone();
+        let new_batch = || {
+            let mut batch = recycle
+                .lock()
+                .ok()
+                .and_then(|mut pool| pool.pop())
+                .unwrap_or_else(|| LogBatch::new(source.clone()));
+            batch.source = source.clone();
+            batch
+        };
+        let mut batch = new_batch();
+        let mut tally = Tally::default();
+        self.rescan(true, &mut batch);
+        let mut last_rescan = Instant::now();
+        while !shutdown.is_cancelled() {
+            if self.waker.rescan.swap(false, Ordering::Relaxed)
+                || last_rescan.elapsed() >= RESCAN_INTERVAL
+            {
+                self.rescan(false, &mut batch);
+                last_rescan = Instant::now();
+            }
+            let mut read_any = false;
+            let keys: Vec<(u64, u64)> = self.files.keys().copied().collect();
+            for key in keys {
+                loop {
+                    match self.read_file(key, &mut batch, &mut tally) {
+                        Ok(ReadResult::Done { bytes }) => {
+                            read_any |= bytes > 0;
+                            break;
+                        }
+                        Ok(ReadResult::BatchFull) => {
+                            read_any = true;
+                            if !self.send(&out, &mut batch, &mut tally, &new_batch) {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let path = self
+                                .files
+                                .get(&key)
+                                .map(|f| f.path.to_string())
+                                .unwrap_or_default();
+                            self.metrics
+                                .events
+                                .error("read_failed", &format!("cannot read {path}: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            self.close_idle_rotated(&mut batch);
+            if !batch.is_empty() && !self.send(&out, &mut batch, &mut tally, &new_batch) {
+                return;
+            }
+            if !read_any {
+                match self.wake_rx.recv_timeout(self.config.poll_interval) {
+                    Ok(()) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        }
+        tracing::debug!(component = %self.config.name, "file tail stopped");
+    }
+
+    /// Sends the batch downstream; `false` when the sink is gone.
+    fn send(
+        &mut self,
+        out: &mpsc::Sender<LogBatch>,
+        batch: &mut LogBatch,
+        tally: &mut Tally,
+        new_batch: &impl Fn() -> LogBatch,
+    ) -> bool {
+        let m = &self.metrics;
+        for (i, n) in tally.levels.iter().enumerate() {
+            if *n > 0 {
+                m.records[i].add(*n);
+            }
+        }
+        m.parse_errors.add(tally.parse_errors);
+        m.truncated.add(tally.truncated);
+        m.invalid_utf8.add(tally.invalid_utf8);
+        m.events.received.add(batch.records.len() as u64);
+        m.events.received_bytes.add(tally.bytes);
+        if tally.parse_errors > 0 {
+            tracing::warn!(
+                component = %self.config.name,
+                count = tally.parse_errors,
+                "lines not valid {} kept as text records with parse_error=true",
+                self.config.format.name()
+            );
+        }
+        if tally.truncated > 0 {
+            tracing::warn!(component = %self.config.name, count = tally.truncated, max_line_bytes = self.config.max_line_bytes, "lines longer than max_line_bytes were cut and flagged truncated");
+        }
+        if tally.invalid_utf8 > 0 {
+            tracing::warn!(component = %self.config.name, count = tally.invalid_utf8, "lines with invalid UTF-8 kept lossily and flagged invalid_utf8");
+        }
+        *tally = Tally::default();
+        let records = batch.records.len() as u64;
+        let full = std::mem::replace(batch, new_batch());
+        if out.blocking_send(full).is_err() {
+            return false;
+        }
+        self.metrics.events.sent.add(records);
+        true
+    }
+
+    /// Lists the globs: new files are opened, renamed ones followed, vanished ones
+    /// marked rotated. `initial` applies `start_at` and stored checkpoints.
+    fn rescan(&mut self, initial: bool, batch: &mut LogBatch) {
+        self.watch_dirs();
+        let now = Instant::now();
+        let mut present: Vec<(u64, u64)> = Vec::new();
+        for path in self.discovery.scan() {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let key = (meta.dev(), meta.ino());
+            present.push(key);
+            if let Some(tracked) = self.files.get_mut(&key) {
+                if tracked.current_path != path {
+                    tracked.current_path = path.clone();
+                }
+                if tracked.rotated_since.take().is_some() {
+                    tracing::debug!(component = %self.config.name, file = %tracked.path, "file is back within the globs");
+                }
+                continue;
+            }
+            match self.open(&path, initial) {
+                Ok(tracked) => {
+                    let index = mark_index(batch, &self.config.name, &tracked);
+                    batch.files[index] = tracked.mark(&self.config.name, false);
+                    self.files.insert(key, tracked);
+                }
+                Err(e) => self.metrics.events.error(
+                    "open_failed",
+                    &format!("cannot open {}: {e}", path.display()),
+                ),
+            }
+        }
+        for (key, tracked) in self.files.iter_mut() {
+            if !present.contains(key) && tracked.rotated_since.is_none() {
+                tracked.rotated_since = Some(now);
+                self.metrics.file_event(
+                    "rotated",
+                    &tracked.path,
+                    "file renamed out of the globs or deleted; draining it until idle",
+                );
+            }
+            // Copytruncate that refilled the file beyond our position: the first bytes
+            // changed. Also upgrade a fingerprint taken while the file was short.
+            if tracked.rotated_since.is_none() {
+                check_fingerprint(tracked, &self.metrics);
+            }
+        }
+        self.publish_status();
+    }
+
+    fn watch_dirs(&mut self) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        use notify::Watcher;
+        for dir in self.discovery.watch_dirs() {
+            if self.watched.contains(&dir) || !dir.is_dir() {
+                continue;
+            }
+            match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => self.watched.push(dir),
+                Err(e) => {
+                    tracing::warn!(component = %self.config.name, dir = %dir.display(), "cannot watch directory, polling instead: {e}")
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, path: &Path, initial: bool) -> std::io::Result<TrackedFile> {
+        let mut file = File::open(path)?;
+        let meta = file.metadata()?;
+        let size = meta.len();
+        let identity = identify(&file, meta.dev(), meta.ino(), size)?;
+        let path_text: Arc<str> = path.to_string_lossy().into();
+        let (start, why) = match self.checkpoints.remove(&(identity.dev, identity.ino)) {
+            Some(cp) if same_file(&file, &cp.identity, size) => {
+                if size >= cp.offset {
+                    (cp.offset, "resuming from checkpoint")
+                } else {
+                    (
+                        0,
+                        "file shrank while the agent was stopped; reading from the start",
+                    )
+                }
+            }
+            Some(_) => (0, "new file reusing an old inode; reading from the start"),
+            None if initial && !self.seen_before && self.config.start_at == StartAt::End => {
+                (size, "first run with start_at: end; reading new lines only")
+            }
+            None => (0, "new file; reading from the start"),
+        };
+        if start > 0 {
+            file.seek(SeekFrom::Start(start))?;
+        }
+        self.metrics.file_event("discovered", &path_text, why);
+        let now = Instant::now();
+        Ok(TrackedFile {
+            path: path_text,
+            current_path: path.to_path_buf(),
+            file,
+            identity,
+            read_pos: start,
+            partial: Vec::new(),
+            partial_start: start,
+            partial_truncated: false,
+            folding: None,
+            folder: Folder::default(),
+            rotated_since: None,
+            last_data: now,
+            size,
+        })
+    }
+
+    /// Reads what the file has now, up to its turn's worth.
+    fn read_file(
+        &mut self,
+        key: (u64, u64),
+        batch: &mut LogBatch,
+        tally: &mut Tally,
+    ) -> std::io::Result<ReadResult> {
+        let Some(tracked) = self.files.get_mut(&key) else {
+            return Ok(ReadResult::Done { bytes: 0 });
+        };
+        let size = tracked.file.metadata()?.len();
+        tracked.size = size;
+        if size < tracked.read_pos {
+            self.metrics.file_event(
+                "truncated",
+                &tracked.path,
+                "file shrank below the read position (copytruncate); reading from the start",
+            );
+            restart_from_zero(tracked)?;
+        }
+        let max_line = self.config.max_line_bytes;
+        let source = &self.config.name;
+        let index = mark_index(batch, source, tracked) as u32;
+        let mut total = 0u64;
+        let observed = unix_nanos_now();
+        let mut emitter = Emitter {
+            parser: &self.parser,
+            file_index: index,
+            observed,
+            tally,
+        };
+        let mut result = ReadResult::Done { bytes: 0 };
+        while tracked.read_pos < size || total == 0 {
+            let n = tracked.file.read(&mut self.chunk)?;
+            if n == 0 {
+                break;
+            }
+            let base = tracked.read_pos;
+            tracked.read_pos += n as u64;
+            total += n as u64;
+            emitter.tally.bytes += n as u64;
+            let data = &self.chunk[..n];
+            let mut start = 0usize;
+            for newline in memchr::memchr_iter(b'\n', data) {
+                let piece = &data[start..newline];
+                if tracked.partial.is_empty() && !tracked.partial_truncated {
+                    let cut = piece.len() > max_line;
+                    let piece = if cut { &piece[..max_line] } else { piece };
+                    emitter.line(tracked, batch, piece, base + start as u64, cut);
+                } else {
+                    let room = max_line.saturating_sub(tracked.partial.len());
+                    let cut = tracked.partial_truncated || piece.len() > room;
+                    tracked
+                        .partial
+                        .extend_from_slice(&piece[..piece.len().min(room)]);
+                    let line = std::mem::take(&mut tracked.partial);
+                    let start = tracked.partial_start;
+                    emitter.line(tracked, batch, &line, start, cut);
+                    tracked.partial = line;
+                    tracked.partial.clear();
+                    tracked.partial_truncated = false;
+                }
+                start = newline + 1;
+            }
+            if start < n {
+                let rest = &data[start..];
+                if tracked.partial.is_empty() && !tracked.partial_truncated {
+                    tracked.partial_start = base + start as u64;
+                }
+                let room = max_line.saturating_sub(tracked.partial.len());
+                if rest.len() > room {
+                    tracked.partial_truncated = true;
+                }
+                tracked
+                    .partial
+                    .extend_from_slice(&rest[..rest.len().min(room)]);
+            }
+            if batch.buf.len() >= BATCH_BYTES || batch.records.len() >= BATCH_RECORDS {
+                result = ReadResult::BatchFull;
+                break;
+            }
+            if total >= FILE_TURN_BYTES {
+                break;
+            }
+        }
+        if total > 0 {
+            tracked.last_data = Instant::now();
+        }
+        // At the end of what is there, a folded record is complete unless a traceback
+        // is still waiting for its exception line.
+        if matches!(result, ReadResult::Done { .. }) && !tracked.folder.expects_more() {
+            emitter.flush_folding(tracked, batch);
+        }
+        batch.files[index as usize].checkpoint = tracked.committable();
+        if let ReadResult::Done { bytes } = &mut result {
+            *bytes = total;
+        }
+        Ok(result)
+    }
+
+    /// Closes files that left the globs and have been idle for `rotate_wait`: their
+    /// last partial line is emitted (nothing more will be appended) and their
+    /// checkpoint forgotten.
+    fn close_idle_rotated(&mut self, batch: &mut LogBatch) {
+        let wait = self.config.rotate_wait;
+        let done: Vec<(u64, u64)> = self
+            .files
+            .iter()
+            .filter(|(_, f)| {
+                f.rotated_since.is_some_and(|since| since.elapsed() >= wait)
+                    && f.last_data.elapsed() >= wait
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let mut tally = Tally::default();
+        for key in done {
+            let Some(mut tracked) = self.files.remove(&key) else {
+                continue;
+            };
+            let index = mark_index(batch, &self.config.name, &tracked) as u32;
+            let mut emitter = Emitter {
+                parser: &self.parser,
+                file_index: index,
+                observed: unix_nanos_now(),
+                tally: &mut tally,
+            };
+            if !tracked.partial.is_empty() {
+                let line = std::mem::take(&mut tracked.partial);
+                let cut = tracked.partial_truncated;
+                tracked.partial_truncated = false;
+                let start = tracked.partial_start;
+                emitter.line(&mut tracked, batch, &line, start, cut);
+            }
+            emitter.flush_folding(&mut tracked, batch);
+            batch.files[index as usize] = tracked.mark(&self.config.name, true);
+            self.metrics.file_event(
+                "closed",
+                &tracked.path,
+                "rotated file idle for rotate_wait; closed",
+            );
+        }
+        self.metrics.parse_errors.add(tally.parse_errors);
+        for (i, n) in tally.levels.iter().enumerate() {
+            self.metrics.records[i].add(*n);
+        }
+        self.publish_status();
+    }
+
+    fn publish_status(&self) {
+        let mut files: Vec<FileStatus> = self
+            .files
+            .values()
+            .map(|f| FileStatus {
+                path: f.path.to_string(),
+                current_path: f.current_path.display().to_string(),
+                offset: f.read_pos,
+                size: f.size,
+                rotated: f.rotated_since.is_some(),
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        if let Ok(mut status) = self.status.lock() {
+            *status = files;
+        }
+    }
+}
+
+enum ReadResult {
+    Done { bytes: u64 },
+    BatchFull,
+}
+
+/// The index of `tracked`'s mark in `batch.files`, adding one if needed.
+fn mark_index(batch: &mut LogBatch, source: &Arc<str>, tracked: &TrackedFile) -> usize {
+    if let Some(i) = batch.files.iter().position(|m| {
+        m.identity.dev == tracked.identity.dev && m.identity.ino == tracked.identity.ino
+    }) {
+        batch.files[i].identity = tracked.identity;
+        return i;
+    }
+    batch.files.push(tracked.mark(source, false));
+    batch.files.len() - 1
+}
+
+fn restart_from_zero(tracked: &mut TrackedFile) -> std::io::Result<()> {
+    tracked.file.seek(SeekFrom::Start(0))?;
+    tracked.read_pos = 0;
+    tracked.partial.clear();
+    tracked.partial_start = 0;
+    tracked.partial_truncated = false;
+    tracked.folding = None;
+    tracked.folder = Folder::default();
+    let size = tracked.file.metadata()?.len();
+    tracked.identity = identify(
+        &tracked.file,
+        tracked.identity.dev,
+        tracked.identity.ino,
+        size,
+    )?;
+    Ok(())
+}
+
+/// Re-reads the first bytes: if they changed, the file was truncated and rewritten
+/// between two looks; if the fingerprint was taken short, it is extended.
+fn check_fingerprint(tracked: &mut TrackedFile, metrics: &TailMetrics) {
+    let Ok(meta) = tracked.file.metadata() else {
+        return;
+    };
+    let size = meta.len();
+    let len = tracked.identity.fingerprint_len as u64;
+    if len > 0 && !same_file(&tracked.file, &tracked.identity, size) {
+        metrics.file_event(
+            "truncated",
+            &tracked.path,
+            "first bytes changed (copytruncate); reading from the start",
+        );
+        let _ = restart_from_zero(tracked);
+        return;
+    }
+    if len < FINGERPRINT_BYTES
+        && size > len
+        && let Ok(identity) = identify(
+            &tracked.file,
+            tracked.identity.dev,
+            tracked.identity.ino,
+            size,
+        )
+    {
+        tracked.identity = identity;
+    }
+}
+
+/// The identity of an open file: its device, inode and a hash of its first bytes.
+fn identify(file: &File, dev: u64, ino: u64, size: u64) -> std::io::Result<FileIdentity> {
+    let len = size.min(FINGERPRINT_BYTES) as usize;
+    let mut head = [0u8; FINGERPRINT_BYTES as usize];
+    file.read_exact_at(&mut head[..len], 0)?;
+    Ok(FileIdentity {
+        dev,
+        ino,
+        fingerprint_len: len as u32,
+        fingerprint: fnv1a(&head[..len]),
+    })
+}
+
+/// Whether `file` still starts with the bytes `identity` fingerprinted.
+fn same_file(file: &File, identity: &FileIdentity, size: u64) -> bool {
+    let len = identity.fingerprint_len as u64;
+    if size < len {
+        return false;
+    }
+    let mut head = [0u8; FINGERPRINT_BYTES as usize];
+    match file.read_exact_at(&mut head[..len as usize], 0) {
+        Ok(()) => fnv1a(&head[..len as usize]) == identity.fingerprint,
+        Err(_) => false,
+    }
+}
+
+/// FNV-1a: tiny, stable across releases and platforms (the fingerprint is persisted).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= *b as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn unix_nanos_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Turns complete lines into records in the batch.
+struct Emitter<'a> {
+    parser: &'a LineParser,
+    file_index: u32,
+    observed: i64,
+    tally: &'a mut Tally,
+}
+
+impl Emitter<'_> {
+    /// One complete line (without its newline) that starts at `offset`.
+    fn line(
+        &mut self,
+        tracked: &mut TrackedFile,
+        batch: &mut LogBatch,
+        line: &[u8],
+        offset: u64,
+        cut: bool,
+    ) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if self.parser.format() == Format::Text {
+            self.fold(tracked, batch, line, offset, cut);
+            return;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        self.record(batch, line, offset, cut);
+    }
+
+    /// Text lines: a continuation joins the record being folded; any other line
+    /// completes it and starts the next.
+    fn fold(
+        &mut self,
+        tracked: &mut TrackedFile,
+        batch: &mut LogBatch,
+        line: &[u8],
+        offset: u64,
+        cut: bool,
+    ) {
+        let continues = tracked.folder.continues(line);
+        if continues && let Some(folding) = tracked.folding.as_mut() {
+            folding.text.push(b'\n');
+            folding.text.extend_from_slice(line);
+            folding.truncated |= cut;
+            return;
+        }
+        self.flush_folding(tracked, batch);
+        if !continues {
+            tracked.folder = Folder::default();
+        }
+        if line.is_empty() && !continues {
+            return;
+        }
+        tracked.folding = Some(Folding {
+            text: line.to_vec(),
+            offset,
+            truncated: cut,
+        });
+    }
+
+    fn flush_folding(&mut self, tracked: &mut TrackedFile, batch: &mut LogBatch) {
+        if let Some(folding) = tracked.folding.take() {
+            self.record(batch, &folding.text, folding.offset, folding.truncated);
+        }
+    }
+
+    fn record(&mut self, batch: &mut LogBatch, line: &[u8], offset: u64, cut: bool) {
+        let start = batch.buf.len();
+        let invalid_utf8 = match std::str::from_utf8(line) {
+            Ok(_) => {
+                batch.buf.extend_from_slice(line);
+                false
+            }
+            Err(_) => {
+                batch
+                    .buf
+                    .extend_from_slice(String::from_utf8_lossy(line).as_bytes());
+                true
+            }
+        };
+        let span = Span::new(start, batch.buf.len());
+        let mut record = LogRecord {
+            file: self.file_index,
+            offset,
+            observed_unix_nano: self.observed,
+            flags: RecordFlags {
+                parse_error: false,
+                truncated: cut,
+                invalid_utf8,
+            },
+            ..LogRecord::default()
+        };
+        if self
+            .parser
+            .parse(&mut batch.buf, span, &mut batch.fields, &mut record)
+            == Outcome::Malformed
+        {
+            self.tally.parse_errors += 1;
+        }
+        self.tally.truncated += cut as u64;
+        self.tally.invalid_utf8 += invalid_utf8 as u64;
+        self.tally.levels[level_index(record.severity_number)] += 1;
+        batch.records.push(record);
+    }
+}

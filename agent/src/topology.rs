@@ -1,0 +1,156 @@
+//! Builds the running agent from a `Config`: one file-tail source per `logs:` entry, the
+//! sink stage, the API; wires them with a bounded channel; and owns shutdown.
+//!
+//! Shutdown order (SIGTERM or SIGINT): sources stop reading and drop their senders →
+//! the sink stage drains what is queued, makes it durable and commits the checkpoints →
+//! the API stops last, so probes see the agent alive while it drains. All of it under
+//! `grace_period`; if that runs out the agent says so and exits 1 (a restart then
+//! repeats at most the records since the last commit).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiState, SourceView};
+use crate::config::Config;
+use crate::event::LogBatch;
+use crate::export::SinkStage;
+use crate::sources::file_tail::FileTail;
+use crate::state::StateStore;
+use crate::telemetry::Telemetry;
+
+/// Batches in flight between the sources and the sink stage. With batches of at most
+/// ~768 KiB this bounds the queue's memory to a few MiB; a full queue makes the sources
+/// wait (backpressure), it never drops.
+const QUEUE_BATCHES: usize = 4;
+
+/// How the agent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Drained and committed everything within the grace period.
+    Clean,
+    /// The grace period ran out with work pending.
+    GraceExceeded,
+}
+
+/// Runs the agent until a termination signal.
+pub async fn run(config: Config) -> anyhow::Result<Outcome> {
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal.cancel();
+    });
+    run_until(config, shutdown).await
+}
+
+/// Runs the agent until `shutdown` is cancelled (tests cancel it directly).
+pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let telemetry = Telemetry::new();
+    let store = StateStore::open(&config.data_dir).with_context(|| {
+        format!(
+            "cannot open the state store in data_dir {}",
+            config.data_dir.display()
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
+
+    let (batch_tx, batch_rx) = mpsc::channel::<LogBatch>(QUEUE_BATCHES);
+    let recycle = Arc::new(Mutex::new(Vec::new()));
+    let pipeline = TaskTracker::new();
+    let mut sources = Vec::new();
+    let mut wakers = Vec::new();
+    for source in &config.logs {
+        let tail = FileTail::new(source.clone(), &store, &telemetry)
+            .with_context(|| format!("cannot start log source `{}`", source.name))?;
+        sources.push(SourceView {
+            name: source.name.clone(),
+            format: source.format,
+            paths: source.paths.clone(),
+            files: tail.status(),
+        });
+        wakers.push(tail.waker());
+        let out = batch_tx.clone();
+        let recycle = recycle.clone();
+        let stop = shutdown.clone();
+        pipeline.spawn_blocking(move || tail.run(out, recycle, stop));
+    }
+    let queue = batch_tx.downgrade();
+    drop(batch_tx);
+    let sink = SinkStage::new(
+        &config.export,
+        store.clone(),
+        config.checkpoint_interval,
+        &telemetry,
+        recycle,
+    )
+    .context("cannot open the record outputs")?;
+    pipeline.spawn_blocking(move || sink.run(batch_rx));
+    pipeline.close();
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let api_state = Arc::new(ApiState {
+        telemetry: telemetry.clone(),
+        ready: ready.clone(),
+        token: config.api.token.clone(),
+        service: config.service.clone(),
+        config_origin: config.origin(),
+        started,
+        sources,
+        queue,
+    });
+    let api_stop = CancellationToken::new();
+    let api_task = tokio::spawn(api::serve(listener, api_state, api_stop.clone()));
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(
+        listen = %config.api.listen,
+        sources = config.logs.len(),
+        data_dir = %config.data_dir.display(),
+        "sidewatch running"
+    );
+
+    shutdown.cancelled().await;
+    tracing::info!(grace_period = ?config.grace_period, "shutting down: stopping sources, draining, committing checkpoints");
+    ready.store(false, Ordering::Relaxed);
+    // The tail threads sleep between polls; wake them so they see the cancellation now.
+    for waker in &wakers {
+        waker.wake(false);
+    }
+    let outcome = match tokio::time::timeout(config.grace_period, pipeline.wait()).await {
+        Ok(()) => Outcome::Clean,
+        Err(_) => {
+            tracing::warn!(grace_period = ?config.grace_period, "grace period exceeded with records still draining; uncommitted records will be read again after restart");
+            Outcome::GraceExceeded
+        }
+    };
+    api_stop.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), api_task).await;
+    if outcome == Outcome::Clean {
+        tracing::info!("shutdown complete");
+    }
+    Ok(outcome)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "signal received"),
+    }
+}
