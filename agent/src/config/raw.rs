@@ -98,7 +98,7 @@ pub(super) struct RawFieldNames {
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawExport {
-    pub(super) file: Option<RawFileSink>,
+    pub(super) file: Option<Spanned<RawFileSink>>,
     pub(super) stdout: Option<S>,
     pub(super) blackhole: Option<S>,
     pub(super) otlp: Option<Spanned<serde_json::Value>>,

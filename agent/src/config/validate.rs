@@ -45,7 +45,7 @@ pub fn load_str(
     // so that SPEC's `{ token: ${SIDEWATCH_TOKEN:-} }` works inside flow mappings. The
     // column map moves positions in the expanded text back to the file as written.
     // A reference that cannot be expanded becomes empty so that the rest of the file is
-    // still checked; errors that follow from the empty value on that line are dropped.
+    // still checked; an error the empty value causes at the same place is dropped.
     let (text, columns, expansion_errors) = expand_text(text, env);
     ctx.columns = columns;
     let text = text.as_str();
@@ -157,10 +157,13 @@ struct Ctx {
 }
 
 impl Ctx {
-    /// All errors in file order; expansion errors replace what followed from them.
+    /// All errors in file order; an expansion error replaces the error its empty value caused.
     fn finish(mut self, expansion_errors: Vec<ExpansionError>) -> ConfigErrors {
-        self.errors
-            .retain(|e| !expansion_errors.iter().any(|(line, ..)| *line == e.line));
+        self.errors.retain(|e| {
+            !expansion_errors
+                .iter()
+                .any(|(line, column, ..)| *line == e.line && *column == e.column)
+        });
         for (line, column, message, hint) in expansion_errors {
             self.errors.push(ConfigError {
                 file: self.file.clone(),
@@ -493,16 +496,14 @@ impl Ctx {
         let export = match raw.export {
             Some(export) => {
                 let file = match export.file {
-                    Some(file) => match file.path.as_ref().and_then(|p| self.string(p)) {
+                    Some(file) => match file.value.path.as_ref().and_then(|p| self.string(p)) {
                         Some(p) => Some(PathBuf::from(p)),
                         None => {
-                            self.errors.push(ConfigError {
-                                file: self.file.clone(),
-                                line: 1,
-                                column: 1,
-                                message: "`export.file` needs a `path`".into(),
-                                hint: None,
-                            });
+                            self.error_at(
+                                file.referenced,
+                                "`export.file` needs a `path`",
+                                Some("e.g. `file: { path: ./records.jsonl }`".into()),
+                            );
                             None
                         }
                     },

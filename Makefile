@@ -1,0 +1,33 @@
+# The commands humans and CI share. `make demo` and `make test` install what they need
+# (tests/setup.sh: apt packages, a Python venv, cargo) on a fresh machine.
+SHELL := /bin/bash
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: demo test setup lint unit e2e bench
+
+## demo: the structlog app and sidewatch tailing it; records and metrics on screen
+demo: setup
+	$(CARGO) build --release -p sidewatch
+	.venv/bin/python deploy/demo/demo.py
+
+## test: everything CI runs — format, lints, unit and snapshot tests, end-to-end tests
+test: setup lint unit e2e
+
+setup:
+	tests/setup.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+e2e:
+	$(CARGO) build -p sidewatch
+	.venv/bin/python -m pytest tests -q -s
+
+## bench: the pipeline benchmark of BENCHMARKS.md (release build, 2M-line corpus)
+bench: setup
+	SIDEWATCH_BENCH_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) bench -p sidewatch --bench pipeline

@@ -1,0 +1,843 @@
+//! End-to-end throughput benchmark: the release `sidewatch` binary tails a structlog
+//! corpus from the beginning into the blackhole exporter, beside a minimal
+//! `serde_json` → `Value` line loop over the same file as the reference.
+//!
+//! Run it with `cargo bench -p sidewatch --bench pipeline`; shrink the corpus with
+//! `SIDEWATCH_BENCH_LINES=200000 cargo bench -p sidewatch --bench pipeline`; point
+//! `SIDEWATCH_BENCH_AGENT` at another `sidewatch` binary to measure that one instead.
+//!
+//! What it does, in order:
+//! 1. Generates `target/bench-corpus/app-<N>.log` (N = `SIDEWATCH_BENCH_LINES`, default
+//!    2,000,000) with `../shared/bench/gen_corpus.py` if it is absent, using
+//!    `$SIDEWATCH_BENCH_PYTHON`, else `<repo>/.venv/bin/python`, else `python3`; then
+//!    counts the file's lines and bytes (which also puts it in the page cache, so both
+//!    runs read from memory).
+//! 2. Reference: re-executes this binary with `SIDEWATCH_BENCH_REFERENCE=<corpus>`, which
+//!    reads the file line by line, parses each line into a `serde_json::Value` and
+//!    prints its own wall time, CPU time and peak RSS as one JSON line.
+//! 3. Agent: starts `sidewatch run -c <tmp config>` (`start_at: beginning`,
+//!    `export: { blackhole: true }`) and polls `GET /metrics` every 50 ms until the sum
+//!    of `sidewatch_log_records_total` equals the corpus's line count. Wall time runs from
+//!    spawning the process to that poll, so it includes the agent's startup; CPU time
+//!    (utime + stime of all threads) and peak RSS (`VmHWM`) are read from `/proc` at that
+//!    moment. Nothing is subtracted.
+//! 4. Idle: starts a second agent on an empty directory, waits for `/readyz`, and
+//!    measures its CPU and RSS over the next 10 s.
+//!
+//! It prints a table with the targets beside the figures. It exits 0 whether the targets
+//! are met or not (it is a benchmark, not a test) and non-zero only when the corpus, the
+//! reference or the agent cannot be run. Under `cargo test --benches` (no `--bench`
+//! argument) it does nothing, so a test run never generates an 800 MB corpus.
+//!
+//! Linux only: it reads `/proc` and signals the agent with `kill -TERM`.
+
+// A benchmark measures real elapsed time of other processes; the tokio clock that the
+// agent itself uses (so tests can pause it) has no meaning here.
+#![allow(
+    clippy::disallowed_types,
+    clippy::disallowed_methods,
+    reason = "bench measures wall time of real processes"
+)]
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// Lines in the default corpus, as the issue asks.
+const DEFAULT_LINES: u64 = 2_000_000;
+/// The metric whose sum over all label sets says how many lines the agent has processed.
+const RECORDS_METRIC: &str = "sidewatch_log_records_total";
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Upper bound on one agent run over the corpus.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+/// The agent is considered stuck when its record count does not move for this long.
+const STALL_TIMEOUT: Duration = Duration::from_secs(120);
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+/// How long the agent gets to exit after SIGTERM before it is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// Targets from the issue, printed beside the measured figures.
+const TARGET_RATIO: f64 = 1.5;
+const TARGET_CPU_S_PER_MLINES: f64 = 2.5;
+const TARGET_PEAK_RSS_MIB: f64 = 40.0;
+const TARGET_IDLE_RSS_MIB: f64 = 15.0;
+const TARGET_IDLE_CPU_PCT: f64 = 0.5;
+
+fn main() -> ExitCode {
+    if let Some(corpus) = std::env::var_os("SIDEWATCH_BENCH_REFERENCE") {
+        return match reference_loop(Path::new(&corpus)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("reference: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("pipeline: benchmark only; run `cargo bench -p sidewatch --bench pipeline`");
+        return ExitCode::SUCCESS;
+    }
+    match run_bench() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BenchResult<T> = Result<T, String>;
+
+/// One measured pass over the corpus.
+struct Measurement {
+    wall_s: f64,
+    cpu_s: f64,
+    peak_rss_kib: u64,
+}
+
+struct Corpus {
+    path: PathBuf,
+    lines: u64,
+    bytes: u64,
+}
+
+fn run_bench() -> BenchResult<()> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("agent crate has no parent directory")?
+        .to_path_buf();
+    let lines = match std::env::var("SIDEWATCH_BENCH_LINES") {
+        Ok(text) => text
+            .trim()
+            .replace('_', "")
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("SIDEWATCH_BENCH_LINES={text:?} is not a positive integer"))?,
+        Err(_) => DEFAULT_LINES,
+    };
+    let clk_tck = clock_ticks_per_second();
+
+    let corpus = prepare_corpus(&repo, lines)?;
+    let shown = corpus
+        .path
+        .strip_prefix(&repo)
+        .unwrap_or(&corpus.path)
+        .display()
+        .to_string();
+    println!(
+        "corpus: {shown}  {} lines  {:.1} MB  ({:.0} B/line)",
+        corpus.lines,
+        corpus.bytes as f64 / 1e6,
+        corpus.bytes as f64 / corpus.lines.max(1) as f64,
+    );
+
+    // The reference goes first, so its figures are printed even when the agent fails.
+    eprintln!("reference: serde_json -> Value loop over the corpus ...");
+    let reference = run_reference(&corpus)?;
+
+    let scratch = Scratch::create()?;
+    // `SIDEWATCH_BENCH_AGENT` runs another build instead, e.g. an older one to compare.
+    let agent_bin = std::env::var_os("SIDEWATCH_BENCH_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sidewatch")));
+    let agent_bin = agent_bin.as_path();
+    eprintln!("sidewatch: tailing the corpus into the blackhole exporter ...");
+    let agent = match run_agent(agent_bin, &scratch.path, &corpus, clk_tck) {
+        Ok(measurement) => measurement,
+        Err(err) => {
+            print_table(&corpus, None, &reference);
+            scratch.keep();
+            return Err(err);
+        }
+    };
+    eprintln!("idle: empty log directory, {} s ...", IDLE_WINDOW.as_secs());
+    let idle = match run_idle(agent_bin, &scratch.path, clk_tck) {
+        Ok(idle) => idle,
+        Err(err) => {
+            print_table(&corpus, Some(&agent), &reference);
+            scratch.keep();
+            return Err(err);
+        }
+    };
+
+    print_table(&corpus, Some(&agent), &reference);
+    print_idle(&idle);
+    println!(
+        "notes: sidewatch wall time runs from process spawn to the /metrics poll (every {} ms) \
+         that counted the last record, so it includes startup; CPU is utime+stime of all \
+         threads at that moment (CLK_TCK={clk_tck}); peak RSS is VmHWM; nothing is subtracted",
+        POLL_INTERVAL.as_millis()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Corpus
+
+fn prepare_corpus(repo: &Path, lines: u64) -> BenchResult<Corpus> {
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => repo.join(dir),
+        None => repo.join("target"),
+    };
+    let dir = target_dir.join("bench-corpus");
+    let path = dir.join(format!("app-{lines}.log"));
+    if !path.exists() {
+        fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        generate_corpus(repo, lines, &path)?;
+    }
+    let (lines_counted, bytes, partial_tail) =
+        count_lines(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    if partial_tail {
+        eprintln!(
+            "warning: {} ends without a newline; its last partial line is not counted",
+            path.display()
+        );
+    }
+    if lines_counted == 0 {
+        return Err(format!("{} holds no complete line", path.display()));
+    }
+    Ok(Corpus {
+        path,
+        lines: lines_counted,
+        bytes,
+    })
+}
+
+fn generate_corpus(repo: &Path, lines: u64, path: &Path) -> BenchResult<()> {
+    let python = match std::env::var_os("SIDEWATCH_BENCH_PYTHON") {
+        Some(python) => PathBuf::from(python),
+        None => {
+            let venv = repo.join(".venv/bin/python");
+            if venv.exists() {
+                venv
+            } else {
+                PathBuf::from("python3")
+            }
+        }
+    };
+    let script = repo.join("../shared/bench/gen_corpus.py");
+    // Write beside the final name and rename, so an interrupted run never leaves a
+    // truncated corpus that a later run would reuse.
+    let partial = path.with_extension("log.partial");
+    eprintln!(
+        "generating {} lines into {} with {} (≈25 s per million lines) ...",
+        lines,
+        path.display(),
+        python.display()
+    );
+    let status = Command::new(&python)
+        .arg(&script)
+        .arg("--lines")
+        .arg(lines.to_string())
+        .arg("--out")
+        .arg(&partial)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("running {} {}: {e}", python.display(), script.display()))?;
+    if !status.success() {
+        let _ = fs::remove_file(&partial);
+        return Err(format!(
+            "{} {} exited with {status}\nhint: it needs structlog (`pip install structlog`); \
+             point SIDEWATCH_BENCH_PYTHON at a python that has it",
+            python.display(),
+            script.display()
+        ));
+    }
+    fs::rename(&partial, path)
+        .map_err(|e| format!("renaming {} to {}: {e}", partial.display(), path.display()))
+}
+
+/// Newline-terminated lines, total bytes, and whether a partial line follows the last
+/// newline (the agent waits for a newline before it emits a line, so that one is not
+/// counted).
+fn count_lines(path: &Path) -> io::Result<(u64, u64, bool)> {
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut lines, mut bytes, mut last) = (0u64, 0u64, b'\n');
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        bytes += n as u64;
+        last = buf[n - 1];
+    }
+    Ok((lines, bytes, last != b'\n'))
+}
+
+// ---------------------------------------------------------------------------------------
+// Reference: a minimal serde_json line-parse loop, run in a child process so that its
+// CPU time and peak RSS are its own.
+
+fn run_reference(corpus: &Corpus) -> BenchResult<Measurement> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating the bench binary: {e}"))?;
+    let output = Command::new(&exe)
+        .env("SIDEWATCH_BENCH_REFERENCE", &corpus.path)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {} in reference mode: {e}", exe.display()))?;
+    if !output.status.success() {
+        return Err(format!("reference run exited with {}", output.status));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let report: serde_json::Value = serde_json::from_str(last)
+        .map_err(|e| format!("reference printed {last:?}, not a JSON report: {e}"))?;
+    let field = |name: &str| {
+        report[name]
+            .as_f64()
+            .ok_or_else(|| format!("reference report {last} lacks a numeric {name:?}"))
+    };
+    let lines = field("lines")? as u64;
+    let parse_errors = field("parse_errors")? as u64;
+    if lines != corpus.lines || parse_errors != 0 {
+        eprintln!(
+            "warning: reference read {lines} lines with {parse_errors} parse errors; \
+             the corpus has {} lines",
+            corpus.lines
+        );
+    }
+    Ok(Measurement {
+        wall_s: field("wall_s")?,
+        cpu_s: field("cpu_s")?,
+        peak_rss_kib: field("vm_hwm_kib")? as u64,
+    })
+}
+
+/// Reference mode: parse every line into a `Value` and report on stdout as one JSON line.
+fn reference_loop(corpus: &Path) -> io::Result<()> {
+    let started = Instant::now();
+    let file = File::open(corpus)?;
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut line = Vec::with_capacity(4096);
+    let (mut lines, mut bytes, mut keys, mut parse_errors) = (0u64, 0u64, 0u64, 0u64);
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            // End of file, or a final line without a newline, which the agent would not
+            // emit either.
+            break;
+        }
+        lines += 1;
+        bytes += n as u64;
+        match serde_json::from_slice::<serde_json::Value>(&line) {
+            // Touch the result so the parse cannot be optimised away.
+            Ok(value) => {
+                keys += std::hint::black_box(&value)
+                    .as_object()
+                    .map_or(0, |o| o.len() as u64)
+            }
+            Err(_) => parse_errors += 1,
+        }
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+    // Sample our own usage before spawning `getconf`, which does not count towards it.
+    let cpu_ticks = proc_cpu_ticks("self")?;
+    let vm_hwm_kib = proc_status_kib("self", "VmHWM")?;
+    let clk_tck = clock_ticks_per_second();
+    let report = serde_json::json!({
+        "lines": lines,
+        "bytes": bytes,
+        "keys": keys,
+        "parse_errors": parse_errors,
+        "wall_s": wall_s,
+        "cpu_ticks": cpu_ticks,
+        "clk_tck": clk_tck,
+        "cpu_s": cpu_ticks as f64 / clk_tck as f64,
+        "vm_hwm_kib": vm_hwm_kib,
+    });
+    println!("{report}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The agent
+
+/// A running agent, killed on drop if it is still alive (an early return or a panic must
+/// not leave it running).
+struct Agent {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl Agent {
+    fn start(bin: &Path, dir: &Path, name: &str, log_glob: &Path) -> BenchResult<Agent> {
+        let port = free_port()?;
+        let data_dir = dir.join(format!("{name}-data"));
+        fs::create_dir_all(&data_dir)
+            .map_err(|e| format!("creating {}: {e}", data_dir.display()))?;
+        let config = dir.join(format!("{name}.yaml"));
+        // JSON strings are valid YAML double-quoted scalars, which keeps any path safe.
+        let quoted = |p: &Path| serde_json::to_string(&p.to_string_lossy()).unwrap_or_default();
+        let yaml = format!(
+            "data_dir: {data}\n\
+             api: {{ listen: 127.0.0.1:{port} }}\n\
+             logs:\n  - {{ name: app, paths: [{glob}], format: structlog, start_at: beginning }}\n\
+             export: {{ blackhole: true }}\n",
+            data = quoted(&data_dir),
+            glob = quoted(log_glob),
+        );
+        fs::write(&config, yaml).map_err(|e| format!("writing {}: {e}", config.display()))?;
+        let log = dir.join(format!("{name}.out"));
+        let out = File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("duplicating {}: {e}", log.display()))?;
+        let started = Instant::now();
+        let child = Command::new(bin)
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        Ok(Agent {
+            child,
+            port,
+            log,
+            started,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// An error if the agent has exited, with the tail of its output.
+    fn check_alive(&mut self) -> BenchResult<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(self.failure(&format!("agent exited early with {status}"))),
+            Err(e) => Err(format!("waiting for the agent: {e}")),
+        }
+    }
+
+    fn failure(&self, what: &str) -> String {
+        format!(
+            "{what}\n--- last lines of {} ---\n{}",
+            self.log.display(),
+            log_tail(&self.log, 30)
+        )
+    }
+
+    /// SIGTERM, then wait for the exit under a grace period; SIGKILL after it.
+    fn stop(mut self) -> Option<ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => sleep(POLL_INTERVAL),
+                Err(_) => break,
+            }
+        }
+        eprintln!(
+            "warning: agent did not exit within {:?} of SIGTERM; killing it",
+            SHUTDOWN_GRACE
+        );
+        None // Drop sends SIGKILL.
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn run_agent(bin: &Path, dir: &Path, corpus: &Corpus, clk_tck: u64) -> BenchResult<Measurement> {
+    let mut agent = Agent::start(bin, dir, "run", &corpus.path)?;
+    let target = corpus.lines as f64;
+    let mut last_count = -1.0;
+    let mut last_progress = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        agent.check_alive()?;
+        let count = match http_get(agent.port, "/metrics") {
+            Ok((200, body)) => Some(sum_metric(&String::from_utf8_lossy(&body), RECORDS_METRIC)),
+            _ => None, // Not listening yet, or a transient error: try again.
+        };
+        let now = Instant::now();
+        if let Some(count) = count {
+            if count >= target {
+                // Sample at once: this is the moment the last line was counted.
+                let wall_s = agent.started.elapsed().as_secs_f64();
+                let pid = agent.pid().to_string();
+                let cpu_ticks =
+                    proc_cpu_ticks(&pid).map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
+                let peak_rss_kib = proc_status_kib(&pid, "VmHWM")
+                    .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
+                if count > target {
+                    eprintln!(
+                        "warning: the agent counted {count} records for {} lines: lines counted twice?",
+                        corpus.lines
+                    );
+                }
+                if let Ok((200, body)) = http_get(agent.port, "/metrics") {
+                    let errors = sum_metric(
+                        &String::from_utf8_lossy(&body),
+                        "sidewatch_log_parse_errors_total",
+                    );
+                    if errors > 0.0 {
+                        eprintln!("note: the agent reported {errors} parse errors");
+                    }
+                }
+                match agent.stop() {
+                    Some(status) if !status.success() => {
+                        eprintln!("warning: agent exited with {status} after SIGTERM (expected 0)")
+                    }
+                    _ => {}
+                }
+                return Ok(Measurement {
+                    wall_s,
+                    cpu_s: cpu_ticks as f64 / clk_tck as f64,
+                    peak_rss_kib,
+                });
+            }
+            if count > last_count {
+                last_count = count;
+                last_progress = now;
+            }
+        }
+        if now.duration_since(last_report) >= Duration::from_secs(5) {
+            last_report = now;
+            eprintln!(
+                "  {} / {} records after {:.0} s",
+                last_count.max(0.0),
+                corpus.lines,
+                agent.started.elapsed().as_secs_f64()
+            );
+        }
+        if agent.started.elapsed() > RUN_TIMEOUT {
+            return Err(agent.failure(&format!(
+                "timeout: the agent counted {} of {} records in {:?}",
+                last_count.max(0.0),
+                corpus.lines,
+                RUN_TIMEOUT
+            )));
+        }
+        if now.duration_since(last_progress) > STALL_TIMEOUT {
+            return Err(agent.failure(&format!(
+                "stalled: the agent's record count stayed at {} of {} for {:?}",
+                last_count.max(0.0),
+                corpus.lines,
+                STALL_TIMEOUT
+            )));
+        }
+        sleep(POLL_INTERVAL);
+    }
+}
+
+struct Idle {
+    rss_kib: u64,
+    cpu_pct: f64,
+}
+
+fn run_idle(bin: &Path, dir: &Path, clk_tck: u64) -> BenchResult<Idle> {
+    let logs = dir.join("idle");
+    fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
+    let mut agent = Agent::start(bin, dir, "idle", &logs.join("*.log"))?;
+    loop {
+        agent.check_alive()?;
+        if let Ok((200, _)) = http_get(agent.port, "/readyz") {
+            break;
+        }
+        if agent.started.elapsed() > READY_TIMEOUT {
+            return Err(agent.failure(&format!(
+                "the idle agent was not ready after {READY_TIMEOUT:?}"
+            )));
+        }
+        sleep(POLL_INTERVAL);
+    }
+    let pid = agent.pid().to_string();
+    let read_ticks = || proc_cpu_ticks(&pid).map_err(|e| format!("reading /proc/{pid}/stat: {e}"));
+    let (ticks_before, at_before) = (read_ticks()?, Instant::now());
+    sleep(IDLE_WINDOW);
+    let (ticks_after, at_after) = (read_ticks()?, Instant::now());
+    let rss_kib =
+        proc_status_kib(&pid, "VmRSS").map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
+    agent.check_alive()?;
+    let cpu_s = (ticks_after - ticks_before) as f64 / clk_tck as f64;
+    let cpu_pct = 100.0 * cpu_s / at_after.duration_since(at_before).as_secs_f64();
+    agent.stop();
+    Ok(Idle { rss_kib, cpu_pct })
+}
+
+// ---------------------------------------------------------------------------------------
+// Report
+
+fn print_table(corpus: &Corpus, agent: Option<&Measurement>, reference: &Measurement) {
+    let mlines = corpus.lines as f64 / 1e6;
+    let row = |name: &str, m: &Measurement| {
+        format!(
+            "{name:<26}{:>11} {:>8.1} {:>14.2} {:>6.1} MiB {:>8.2}",
+            thousands((corpus.lines as f64 / m.wall_s).round() as u64),
+            corpus.bytes as f64 / 1e6 / m.wall_s,
+            m.cpu_s / mlines,
+            mib(m.peak_rss_kib),
+            m.wall_s,
+        )
+    };
+    println!(
+        "{:<26}{:>11} {:>8} {:>14} {:>10} {:>8}",
+        "", "lines/s", "MB/s", "CPU-s/Mlines", "peak RSS", "wall s"
+    );
+    match agent {
+        Some(agent) => println!("{}", row("sidewatch tail+structlog", agent)),
+        None => println!("{:<26}{:>11}", "sidewatch tail+structlog", "failed"),
+    }
+    println!("{}", row("serde_json -> Value loop", reference));
+    let Some(agent) = agent else { return };
+    let ratio = reference.wall_s / agent.wall_s;
+    println!(
+        "ratio sidewatch / serde_json: {ratio:.2}×  (target ≥ {TARGET_RATIO}×)  {}",
+        mark(ratio >= TARGET_RATIO)
+    );
+    let cpu = agent.cpu_s / mlines;
+    println!(
+        "sidewatch CPU: {cpu:.2} CPU-s per million lines  (target ≤ {TARGET_CPU_S_PER_MLINES})  {}",
+        mark(cpu <= TARGET_CPU_S_PER_MLINES)
+    );
+    let peak = mib(agent.peak_rss_kib);
+    println!(
+        "sidewatch peak RSS: {peak:.1} MiB  (target ≤ {TARGET_PEAK_RSS_MIB} MiB)  {}",
+        mark(peak <= TARGET_PEAK_RSS_MIB)
+    );
+}
+
+fn print_idle(idle: &Idle) {
+    let rss = mib(idle.rss_kib);
+    println!(
+        "idle: RSS {rss:.1} MiB (target ≤ {TARGET_IDLE_RSS_MIB} MiB) {}, CPU {:.2}% of a core (target < {TARGET_IDLE_CPU_PCT}%) {}",
+        mark(rss <= TARGET_IDLE_RSS_MIB),
+        idle.cpu_pct,
+        mark(idle.cpu_pct < TARGET_IDLE_CPU_PCT),
+    );
+}
+
+fn mark(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "FAIL" }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// /proc, HTTP and the Prometheus text format
+
+/// `utime + stime` in clock ticks (fields 14 and 15 of `/proc/<pid>/stat`), which for a
+/// process covers all of its threads.
+fn proc_cpu_ticks(pid: &str) -> io::Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| -> io::Result<u64> {
+        // `after` starts at field 3.
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("no field {n} in /proc/{pid}/stat")))
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// A `kB` line such as `VmHWM:  12345 kB` from `/proc/<pid>/status`.
+fn proc_status_kib(pid: &str, key: &str) -> io::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no {key} in /proc/{pid}/status")))
+}
+
+/// `getconf CLK_TCK`, or 100 (the value on every mainstream Linux build) if it fails.
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .filter(|&ticks: &u64| ticks > 0)
+        .unwrap_or_else(|| {
+            eprintln!("warning: `getconf CLK_TCK` failed; assuming 100 ticks per second");
+            100
+        })
+}
+
+fn free_port() -> BenchResult<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| format!("finding a free port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+/// A minimal HTTP/1.1 GET to 127.0.0.1: status code and body (de-chunked if needed).
+fn http_get(port: u16, path: &str) -> io::Result<(u16, Vec<u8>)> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let bad = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad HTTP response: {what}"),
+        )
+    };
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let body = &response[split + 4..];
+    let status = head
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| bad("no status code"))?;
+    let chunked = head.lines().skip(1).any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("transfer-encoding")
+                && value.to_ascii_lowercase().contains("chunked")
+        })
+    });
+    let body = if chunked {
+        dechunk(body).ok_or_else(|| bad("broken chunked body"))?
+    } else {
+        body.to_vec()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(data.len());
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size_text = size_text.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// The sum of a metric's samples over all its label sets, in the Prometheus text format.
+fn sum_metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let rest = match rest.as_bytes().first()? {
+                b'{' => &rest[label_block_end(rest)?..],
+                b' ' | b'\t' => rest,
+                _ => return None, // Another metric sharing the prefix.
+            };
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// The index just past the `}` closing a label block that starts at index 0, honouring
+/// quoted label values (which may contain `}` and escaped quotes).
+fn label_block_end(text: &str) -> Option<usize> {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A scratch directory for configs, data dirs and agent output: removed at the end of a
+/// successful run, kept (and named) after a failure so the agent's output can be read.
+struct Scratch {
+    path: PathBuf,
+    keep: std::cell::Cell<bool>,
+}
+
+impl Scratch {
+    fn create() -> BenchResult<Scratch> {
+        let path = std::env::temp_dir().join(format!("sidewatch-bench-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        Ok(Scratch {
+            path,
+            keep: std::cell::Cell::new(false),
+        })
+    }
+
+    fn keep(&self) {
+        self.keep.set(true);
+        eprintln!("agent configs and output kept in {}", self.path.display());
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.keep.get() {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
