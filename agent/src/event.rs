@@ -87,15 +87,15 @@ impl Value {
         }
     }
 
-    /// The value's bytes as they are in the buffer (no quotes for strings).
-    pub fn raw<'a>(&self, buf: &'a [u8]) -> &'a str {
-        // Batches only ever hold valid UTF-8 (invalid input is converted lossily before
-        // it is parsed), so this never fails; the fallback keeps it panic-free anyway.
-        std::str::from_utf8(&buf[self.span.range()]).unwrap_or("")
+    /// The value's text as it is in the buffer (no quotes for strings).
+    pub fn raw<'a>(&self, buf: &'a str) -> &'a str {
+        // Spans always start and end at ASCII delimiters, so this never fails; the
+        // fallback keeps it panic-free anyway.
+        buf.get(self.span.range()).unwrap_or("")
     }
 
     /// Decodes the value the way an exporter needs it: strings unescaped, numbers typed.
-    pub fn decode<'a>(&self, buf: &'a [u8]) -> Decoded<'a> {
+    pub fn decode<'a>(&self, buf: &'a str) -> Decoded<'a> {
         let raw = self.raw(buf);
         match self.kind {
             ValueKind::Str | ValueKind::Text => Decoded::Str(Cow::Borrowed(raw)),
@@ -113,7 +113,7 @@ impl Value {
 
     /// The value as a string, decoding escapes only when there are some. Numbers,
     /// booleans and nested JSON come back as their JSON text.
-    pub fn as_str<'a>(&self, buf: &'a [u8]) -> Cow<'a, str> {
+    pub fn as_str<'a>(&self, buf: &'a str) -> Cow<'a, str> {
         match self.kind {
             ValueKind::StrEscaped => Cow::Owned(unescape_json(self.raw(buf))),
             _ => Cow::Borrowed(self.raw(buf)),
@@ -122,8 +122,8 @@ impl Value {
 }
 
 impl Field {
-    pub fn key<'a>(&self, buf: &'a [u8]) -> Cow<'a, str> {
-        let raw = std::str::from_utf8(&buf[self.key.range()]).unwrap_or("");
+    pub fn key<'a>(&self, buf: &'a str) -> Cow<'a, str> {
+        let raw = buf.get(self.key.range()).unwrap_or("");
         if self.key_escaped {
             Cow::Owned(unescape_json(raw))
         } else {
@@ -272,7 +272,9 @@ pub struct FileMark {
 #[derive(Debug, Default)]
 pub struct LogBatch {
     pub source: Arc<str>,
-    pub buf: Vec<u8>,
+    /// The text of every record. A `String`: lines are validated (or converted lossily)
+    /// once, when they enter, so consumers slice it without validating again.
+    pub buf: String,
     pub records: Vec<LogRecord>,
     pub fields: Vec<Field>,
     pub files: Vec<FileMark>,
@@ -282,7 +284,7 @@ impl LogBatch {
     pub fn new(source: Arc<str>) -> LogBatch {
         LogBatch {
             source,
-            buf: Vec::with_capacity(256 * 1024),
+            buf: String::with_capacity(256 * 1024),
             records: Vec::with_capacity(1024),
             fields: Vec::with_capacity(16 * 1024),
             files: Vec::new(),

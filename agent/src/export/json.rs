@@ -12,7 +12,7 @@ pub fn write_record(
     record: &LogRecord,
     deployment: Option<&str>,
 ) {
-    let buf = &batch.buf;
+    let buf = batch.buf.as_bytes();
     out.extend_from_slice(b"{\"time\":\"");
     write_rfc3339(out, record.time());
     out.extend_from_slice(b"\",\"source\":");
@@ -159,7 +159,7 @@ mod tests {
             checkpoint: 0,
             closed: false,
         });
-        batch.buf.extend_from_slice(line.as_bytes());
+        batch.buf.push_str(line);
         let mut record = LogRecord {
             offset: 42,
             observed_unix_nano: 1,

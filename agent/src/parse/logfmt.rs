@@ -9,26 +9,27 @@ pub struct LogfmtError;
 
 /// Scans `buf[line]`, pushing one field per pair. Quoted values with escapes are
 /// decoded and appended to `buf` so every value is plain text.
-pub fn scan(buf: &mut Vec<u8>, line: Span, fields: &mut Vec<Field>) -> Result<(), LogfmtError> {
+pub fn scan(buf: &mut String, line: Span, fields: &mut Vec<Field>) -> Result<(), LogfmtError> {
     let mut i = line.start as usize;
     let end = line.end as usize;
     loop {
-        while i < end && buf[i].is_ascii_whitespace() {
+        let bytes = buf.as_bytes();
+        while i < end && bytes[i].is_ascii_whitespace() {
             i += 1;
         }
         if i >= end {
             return Ok(());
         }
         let key_start = i;
-        while i < end && buf[i] != b'=' && !buf[i].is_ascii_whitespace() && buf[i] != b'"' {
+        while i < end && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() && bytes[i] != b'"' {
             i += 1;
         }
         if i == key_start {
             return Err(LogfmtError);
         }
         let key = Span::new(key_start, i);
-        if i >= end || buf[i] != b'=' {
-            if i < end && buf[i] == b'"' {
+        if i >= end || bytes[i] != b'=' {
+            if i < end && bytes[i] == b'"' {
                 return Err(LogfmtError);
             }
             fields.push(Field {
@@ -42,12 +43,12 @@ pub fn scan(buf: &mut Vec<u8>, line: Span, fields: &mut Vec<Field>) -> Result<()
             continue;
         }
         i += 1;
-        let value = if i < end && buf[i] == b'"' {
+        let value = if i < end && bytes[i] == b'"' {
             i += 1;
             let value_start = i;
             let mut has_escape = false;
-            while i < end && buf[i] != b'"' {
-                if buf[i] == b'\\' {
+            while i < end && bytes[i] != b'"' {
+                if bytes[i] == b'\\' {
                     has_escape = true;
                     i += 1;
                 }
@@ -65,8 +66,8 @@ pub fn scan(buf: &mut Vec<u8>, line: Span, fields: &mut Vec<Field>) -> Result<()
             }
         } else {
             let value_start = i;
-            while i < end && !buf[i].is_ascii_whitespace() {
-                if buf[i] == b'"' {
+            while i < end && !bytes[i].is_ascii_whitespace() {
+                if bytes[i] == b'"' {
                     return Err(LogfmtError);
                 }
                 i += 1;
@@ -82,23 +83,21 @@ pub fn scan(buf: &mut Vec<u8>, line: Span, fields: &mut Vec<Field>) -> Result<()
 }
 
 /// Decodes backslash escapes of `buf[raw]` onto the end of `buf`; returns the new span.
-fn decode_into(buf: &mut Vec<u8>, raw: Span) -> Span {
+fn decode_into(buf: &mut String, raw: Span) -> Span {
     let start = buf.len();
-    let mut i = raw.start as usize;
-    while i < raw.end as usize {
-        let c = buf[i];
-        if c == b'\\' && i + 1 < raw.end as usize {
-            let decoded = match buf[i + 1] {
-                b'n' => b'\n',
-                b't' => b'\t',
-                b'r' => b'\r',
-                other => other,
-            };
-            buf.push(decoded);
-            i += 2;
-        } else {
+    let text = buf[raw.range()].to_string();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
             buf.push(c);
-            i += 1;
+            continue;
+        }
+        match chars.next() {
+            Some('n') => buf.push('\n'),
+            Some('t') => buf.push('\t'),
+            Some('r') => buf.push('\r'),
+            Some(other) => buf.push(other),
+            None => buf.push('\\'),
         }
     }
     Span::new(start, buf.len())

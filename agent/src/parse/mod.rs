@@ -91,11 +91,32 @@ pub enum Outcome {
 pub struct LineParser {
     format: Format,
     names: FieldNames,
+    /// Bit `n` is set when a well-known key is `n` bytes long: most attribute keys are
+    /// rejected by one AND before any byte comparison (keys of 64+ bytes always compare).
+    special_lengths: u64,
 }
 
 impl LineParser {
     pub fn new(format: Format, names: FieldNames) -> LineParser {
-        LineParser { format, names }
+        let special_lengths = [
+            &names.message,
+            &names.level,
+            &names.time,
+            &names.trace_id,
+            &names.span_id,
+        ]
+        .iter()
+        .fold(0u64, |mask, name| mask | length_bit(name.len()));
+        LineParser {
+            format,
+            names,
+            special_lengths,
+        }
+    }
+
+    #[inline]
+    fn may_be_special(&self, key: &[u8]) -> bool {
+        self.special_lengths & length_bit(key.len()) != 0
     }
 
     pub fn format(&self) -> Format {
@@ -106,7 +127,7 @@ impl LineParser {
     /// (a decoded logfmt value) may be appended to `buf`; existing spans stay valid.
     pub fn parse(
         &self,
-        buf: &mut Vec<u8>,
+        buf: &mut String,
         line: Span,
         fields: &mut Vec<Field>,
         record: &mut LogRecord,
@@ -114,7 +135,7 @@ impl LineParser {
         record.line = line;
         let attrs_start = fields.len();
         let outcome = match self.format {
-            Format::Structlog | Format::Json => self.parse_json(buf, line, fields, record),
+            Format::Structlog | Format::Json => self.parse_json(buf.as_bytes(), line, fields, record),
             Format::Logfmt => self.parse_logfmt(buf, line, fields, record),
             Format::Text => {
                 text::parse_record(buf, line, fields, record);
@@ -149,11 +170,12 @@ impl LineParser {
     ) -> Outcome {
         let names = &self.names;
         let result = json::scan_object(buf, line, |field| {
-            if !field.key_escaped {
-                let key = &buf[field.key.range()];
-                if take_special(names, key, field.value, buf, record) {
-                    return;
-                }
+            let key = &buf[field.key.range()];
+            if !field.key_escaped
+                && self.may_be_special(key)
+                && take_special(names, key, field.value, buf, record)
+            {
+                return;
             }
             fields.push(field);
         });
@@ -165,7 +187,7 @@ impl LineParser {
 
     fn parse_logfmt(
         &self,
-        buf: &mut Vec<u8>,
+        buf: &mut String,
         line: Span,
         fields: &mut Vec<Field>,
         record: &mut LogRecord,
@@ -178,8 +200,9 @@ impl LineParser {
         let mut kept = start;
         for i in start..fields.len() {
             let field = fields[i];
-            let key = &buf[field.key.range()];
-            if !take_special(&self.names, key, field.value, buf, record) {
+            let bytes = buf.as_bytes();
+            let key = &bytes[field.key.range()];
+            if !take_special(&self.names, key, field.value, bytes, record) {
                 fields[kept] = field;
                 kept += 1;
             }
@@ -187,6 +210,13 @@ impl LineParser {
         fields.truncate(kept);
         Outcome::Parsed
     }
+}
+
+/// The bit for a key length in `LineParser::special_lengths` (all lengths of 63 and
+/// more share the top bit).
+#[inline]
+fn length_bit(len: usize) -> u64 {
+    1u64 << len.min(63)
 }
 
 /// If `key` is one of the well-known keys, stores the value in `record` and returns
@@ -292,7 +322,7 @@ mod tests {
     pub(crate) fn check(format: Format, line: &str) -> String {
         let parser = LineParser::new(format, format.default_field_names());
         let mut batch = LogBatch::default();
-        batch.buf.extend_from_slice(line.as_bytes());
+        batch.buf.push_str(line);
         let mut record = LogRecord::default();
         let span = Span::new(0, line.len());
         parser.parse(&mut batch.buf, span, &mut batch.fields, &mut record);

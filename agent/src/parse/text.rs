@@ -34,7 +34,7 @@ static LEADING_LEVEL: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Parses one text record (possibly several folded lines joined by `\n`).
 pub fn parse_record(
-    buf: &mut Vec<u8>,
+    buf: &mut String,
     line: Span,
     fields: &mut Vec<Field>,
     record: &mut LogRecord,
@@ -42,7 +42,7 @@ pub fn parse_record(
     // First find everything (the buffer is only read), then append the derived keys.
     let mut found: Vec<(&'static str, Value)> = Vec::new();
     {
-        let text = &buf[line.range()];
+        let text = &buf.as_bytes()[line.range()];
         let first_len = memchr::memchr(b'\n', text).unwrap_or(text.len());
         let base = line.start as usize;
         let first_text = &text[..first_len];
@@ -115,7 +115,7 @@ pub fn parse_record(
     }
     for (name, value) in found {
         let key_start = buf.len();
-        buf.extend_from_slice(name.as_bytes());
+        buf.push_str(name);
         fields.push(Field {
             key: Span::new(key_start, buf.len()),
             key_escaped: false,

@@ -895,14 +895,12 @@ impl Emitter<'_> {
     fn record(&mut self, batch: &mut LogBatch, line: &[u8], offset: u64, cut: bool) {
         let start = batch.buf.len();
         let invalid_utf8 = match std::str::from_utf8(line) {
-            Ok(_) => {
-                batch.buf.extend_from_slice(line);
+            Ok(text) => {
+                batch.buf.push_str(text);
                 false
             }
             Err(_) => {
-                batch
-                    .buf
-                    .extend_from_slice(String::from_utf8_lossy(line).as_bytes());
+                batch.buf.push_str(&String::from_utf8_lossy(line));
                 true
             }
         };
