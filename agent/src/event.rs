@@ -250,9 +250,23 @@ impl LogRecord {
 pub struct FileIdentity {
     pub dev: u64,
     pub ino: u64,
-    /// How many leading bytes the fingerprint covers (0 for a file seen empty).
+    /// How many leading bytes the fingerprint covers: the first line with its newline,
+    /// at most 256 bytes (0 for a file seen empty).
     pub fingerprint_len: u32,
     pub fingerprint: u64,
+    /// The first line was whole (or 256 bytes long) when fingerprinted, so the
+    /// fingerprint is final.
+    #[serde(default)]
+    pub complete: bool,
+}
+
+impl FileIdentity {
+    /// A stable name for the file's content across renames and restarts (`file_id` in
+    /// records): its inode and first-line fingerprint, so every generation of a rotated
+    /// `app.log` has its own.
+    pub fn file_id(&self) -> String {
+        format!("{:x}-{:016x}", self.ino, self.fingerprint)
+    }
 }
 
 /// Where reading a file has got to, carried with the batch so that a sink can
@@ -293,6 +307,10 @@ impl LogBatch {
 
     pub fn attrs(&self, record: &LogRecord) -> &[Field] {
         &self.fields[record.attrs.start as usize..record.attrs.end as usize]
+    }
+
+    pub fn file_mark(&self, record: &LogRecord) -> Option<&FileMark> {
+        self.files.get(record.file as usize)
     }
 
     pub fn file_path(&self, record: &LogRecord) -> &str {

@@ -175,6 +175,7 @@ mod tests {
                 ino,
                 fingerprint_len: 10,
                 fingerprint: 99,
+                complete: true,
             },
             checkpoint: offset,
             closed,

@@ -76,6 +76,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
             format: source.format,
             paths: source.paths.clone(),
             files: tail.status(),
+            ready: tail.ready(),
         });
         wakers.push(tail.waker());
         let out = batch_tx.clone();

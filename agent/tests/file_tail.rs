@@ -28,6 +28,7 @@ struct Seen {
     invalid_utf8: bool,
     parse_error: bool,
     attrs: Vec<(String, String)>,
+    file_id: String,
 }
 
 struct Tail {
@@ -116,6 +117,10 @@ impl Tail {
                 truncated: record.flags.truncated,
                 invalid_utf8: record.flags.invalid_utf8,
                 parse_error: record.flags.parse_error,
+                file_id: batch
+                    .file_mark(record)
+                    .map(|m| m.identity.file_id())
+                    .unwrap_or_default(),
                 attrs: batch
                     .attrs(record)
                     .iter()
@@ -278,6 +283,7 @@ async fn checkpoints_resume_and_a_reused_inode_is_read_from_zero() {
             ino: meta.ino(),
             fingerprint_len: 10,
             fingerprint,
+            complete: true,
         }
     };
     // kept.log: a checkpoint with its true fingerprint after the first line.
@@ -368,5 +374,50 @@ async fn text_tracebacks_fold_into_their_record() {
         "{attrs:?}"
     );
     assert_eq!(seen[1].body, "INFO:app:next");
+    tail.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_while_stopped_recovers_the_unread_rest_from_the_copy() {
+    let (_dir, store, logs) = setup();
+    let path = logs.join("app.log");
+    append(&path, (line("a1") + &line("a2")).as_bytes());
+    let mut tail = Tail::start(
+        source(&logs, "app.log", Format::Structlog, StartAt::Beginning),
+        &store,
+    );
+    let first = tail.wait_for(2).await.to_vec();
+    let marks = tail.stop().await;
+    store.commit_marks(marks.iter(), 0).unwrap();
+    // While the agent is down the app writes more, then logrotate copies and truncates.
+    append(&path, (line("b1") + &line("b2")).as_bytes());
+    std::fs::copy(&path, logs.join("app.log.1")).unwrap();
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&path, line("c1").as_bytes());
+    let mut tail = Tail::start(
+        source(&logs, "app.log", Format::Structlog, StartAt::Beginning),
+        &store,
+    );
+    let seen = tail.wait_for(3).await.to_vec();
+    assert_eq!(bodies(&seen), ["b1", "b2", "c1"]);
+    // b1, b2 belong to the first generation: same file_id and offsets as it had.
+    assert_eq!(seen[0].file_id, first[0].file_id);
+    assert_eq!(seen[0].offset, 2 * line("a1").len() as u64);
+    assert_ne!(seen[2].file_id, first[0].file_id);
+    assert_eq!(seen[2].offset, 0);
+    // Restarting again reads nothing twice.
+    let marks = tail.stop().await;
+    store.commit_marks(marks.iter(), 0).unwrap();
+    append(&path, line("c2").as_bytes());
+    let mut tail = Tail::start(
+        source(&logs, "app.log", Format::Structlog, StartAt::Beginning),
+        &store,
+    );
+    assert_eq!(bodies(tail.wait_for(1).await), ["c2"]);
     tail.stop().await;
 }

@@ -65,6 +65,18 @@ def add_version(_logger, _method, event_dict):
     return event_dict
 
 
+# Processors that build the event dict. In the structlog chain for structlog's own
+# calls, and as `foreign_pre_chain` so any stdlib record sent to the handler is shaped
+# the same way.
+SHARED_PROCESSORS = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    add_trace_context,
+    add_version,
+]
+
+
 def _make_handler() -> logging.Handler:
     path = os.environ["APP_LOG_PATH"]
     kind = os.environ.get("APP_LOG_HANDLER", "rotating")
@@ -81,8 +93,19 @@ def _make_handler() -> logging.Handler:
         handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
     else:
         raise SystemExit(f"APP_LOG_HANDLER={kind!r}: expected rotating, file or watched")
-    # structlog has already rendered the whole line; the stdlib only writes it.
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    # structlog's recommended stdlib integration: the handler's formatter renders the
+    # JSON line. (A plain logging.Formatter would append `log.exception`'s traceback as
+    # raw text lines after the JSON — a real trap of this setup, but not our subject.)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=SHARED_PROCESSORS,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,  # traceback → "exception" string
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
     return handler
 
 
@@ -96,15 +119,10 @@ def _configure_logging() -> structlog.stdlib.BoundLogger:
 
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.stdlib.filter_by_level,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            add_trace_context,
-            add_version,
+            *SHARED_PROCESSORS,
             structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,

@@ -34,6 +34,7 @@ class StructlogApp:
         name: str = "app",
         start: bool = True,
         start_timeout: float = 60.0,
+        access_log: bool = False,
     ):
         tmp_path = Path(tmp_path)
         self.log_path = Path(log_path) if log_path else tmp_path / "logs" / "app.log"
@@ -49,6 +50,9 @@ class StructlogApp:
                 "--app-dir", APP_DIR,
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--workers", "1",
+                # uvicorn's access log is plain text on stderr; off by default so a
+                # failing test's output shows the app's errors, not 100 "GET /work" lines.
+                *([] if access_log else ["--no-access-log"]),
             ],
             log_dir=tmp_path,
             env={

@@ -29,6 +29,8 @@ pub struct SourceView {
     pub format: Format,
     pub paths: Vec<String>,
     pub files: SourceStatus,
+    /// The source has opened the files that existed at startup.
+    pub ready: Arc<AtomicBool>,
 }
 
 /// What the API serves from.
@@ -77,7 +79,11 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
+    let sources_ready = state
+        .sources
+        .iter()
+        .all(|s| s.ready.load(Ordering::Relaxed));
+    if state.ready.load(Ordering::Relaxed) && sources_ready {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
@@ -106,6 +112,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
                 "name": &*s.name,
                 "format": s.format,
                 "paths": s.paths,
+                "ready": s.ready.load(Ordering::Relaxed),
                 "files": files,
             })
         })

@@ -19,6 +19,11 @@ pub fn write_record(
     write_text(out, batch.source.as_bytes());
     out.extend_from_slice(b",\"file\":");
     write_text(out, batch.file_path(record).as_bytes());
+    out.extend_from_slice(b",\"file_id\":");
+    match batch.file_mark(record) {
+        Some(mark) => write_text(out, mark.identity.file_id().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"severity_text\":");
     match record.severity_text {
         SeverityText::In(v) => write_value(out, buf, v),
@@ -155,6 +160,7 @@ mod tests {
                 ino: 2,
                 fingerprint_len: 0,
                 fingerprint: 0,
+                complete: false,
             },
             checkpoint: 0,
             closed: false,
@@ -187,6 +193,7 @@ mod tests {
             v,
             serde_json::json!({
                 "time": "2026-11-23T19:49:24.500000Z", "source": "app", "file": "/var/log/app.log",
+                "file_id": "2-0000000000000000",
                 "severity_text": "error", "severity_number": 17, "body": "req \"x\"",
                 "attributes": {"status": 500, "ctx": {"a": [1]}},
                 "trace_id": "0123456789abcdef0123456789abcdef", "span_id": null,

@@ -52,6 +52,9 @@ impl SinkStage {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     fs_err::create_dir_all(dir)?;
                 }
+                repair_torn_tail(path).map_err(|e| {
+                    anyhow::anyhow!("cannot check the end of {}: {e}", path.display())
+                })?;
                 let file = fs_err::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -181,6 +184,45 @@ impl SinkStage {
     }
 }
 
+/// A crash (`kill -9`, power cut) can leave the file output ending in part of a line.
+/// Those records were never acknowledged, so they will be read and written again:
+/// cut the torn tail so the output stays one JSON object per line.
+fn repair_torn_tail(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut block = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(newline) = memchr::memrchr(b'\n', chunk) {
+            end = start + newline as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        tracing::warn!(
+            file = %path.display(),
+            bytes = len - end,
+            "record output ended in a torn line (the agent was killed mid-write); removed it, the records will be written again"
+        );
+        file.set_len(end)?;
+    }
+    Ok(())
+}
+
 /// Decodes everything an exporter would read from each record (time, severity, body,
 /// trace context, every attribute's key and value) and folds it into a number, so a
 /// benchmark of the blackhole output pays for the decoding that lazy parsing deferred.
@@ -214,4 +256,30 @@ pub fn touch_every_field(batch: &LogBatch) -> u64 {
         sum = sum.wrapping_add(batch.file_path(record).len() as u64);
     }
     sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_cut_back_to_the_last_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
+        repair_torn_tail(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n"
+        );
+        repair_torn_tail(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n"
+        );
+        std::fs::write(&path, "no newline at all").unwrap();
+        repair_torn_tail(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        repair_torn_tail(&dir.path().join("missing")).unwrap();
+    }
 }

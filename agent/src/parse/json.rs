@@ -423,7 +423,9 @@ mod tests {
         for start in 0..input.len() {
             for end in start..(start + 40).min(input.len()) {
                 let slice = &input[start..end];
-                let want = slice.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+                let want = slice
+                    .iter()
+                    .position(|&c| c == b'"' || c == b'\\' || c < 0x20);
                 assert_eq!(find_special(slice), want, "{slice:?}");
             }
         }

@@ -135,7 +135,9 @@ impl LineParser {
         record.line = line;
         let attrs_start = fields.len();
         let outcome = match self.format {
-            Format::Structlog | Format::Json => self.parse_json(buf.as_bytes(), line, fields, record),
+            Format::Structlog | Format::Json => {
+                self.parse_json(buf.as_bytes(), line, fields, record)
+            }
             Format::Logfmt => self.parse_logfmt(buf, line, fields, record),
             Format::Text => {
                 text::parse_record(buf, line, fields, record);

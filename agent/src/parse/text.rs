@@ -33,12 +33,7 @@ static LEADING_LEVEL: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Parses one text record (possibly several folded lines joined by `\n`).
-pub fn parse_record(
-    buf: &mut String,
-    line: Span,
-    fields: &mut Vec<Field>,
-    record: &mut LogRecord,
-) {
+pub fn parse_record(buf: &mut String, line: Span, fields: &mut Vec<Field>, record: &mut LogRecord) {
     // First find everything (the buffer is only read), then append the derived keys.
     let mut found: Vec<(&'static str, Value)> = Vec::new();
     {

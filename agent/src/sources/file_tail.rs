@@ -52,6 +52,8 @@ const BATCH_BYTES: usize = 512 * 1024;
 const BATCH_RECORDS: usize = 4096;
 /// At most this much is read from one file before the others get their turn.
 const FILE_TURN_BYTES: u64 = 4 * 1024 * 1024;
+/// A copytruncate copy older than this is not the one just made.
+const COPY_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Globs are listed at least this often even if no change notification arrives.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -238,6 +240,8 @@ pub struct FileTail {
     chunk: Vec<u8>,
     metrics: TailMetrics,
     status: SourceStatus,
+    /// Set once the initial scan has opened the files that exist at startup.
+    ready: Arc<AtomicBool>,
     wake_rx: std_mpsc::Receiver<()>,
     waker: Waker,
     watcher: Option<notify::RecommendedWatcher>,
@@ -304,6 +308,7 @@ impl FileTail {
             chunk: vec![0; CHUNK_BYTES],
             metrics,
             status: Arc::new(Mutex::new(Vec::new())),
+            ready: Arc::new(AtomicBool::new(false)),
             wake_rx,
             waker,
             watcher,
@@ -313,6 +318,11 @@ impl FileTail {
 
     pub fn status(&self) -> SourceStatus {
         self.status.clone()
+    }
+
+    /// Becomes true once the files present at startup are open.
+    pub fn ready(&self) -> Arc<AtomicBool> {
+        self.ready.clone()
     }
 
     pub fn waker(&self) -> Waker {
@@ -339,13 +349,14 @@ impl FileTail {
         };
         let mut batch = new_batch();
         let mut tally = Tally::default();
-        self.rescan(true, &mut batch);
+        self.rescan(true, &mut batch, &mut tally);
+        self.ready.store(true, Ordering::Relaxed);
         let mut last_rescan = Instant::now();
         while !shutdown.is_cancelled() {
             if self.waker.rescan.swap(false, Ordering::Relaxed)
                 || last_rescan.elapsed() >= RESCAN_INTERVAL
             {
-                self.rescan(false, &mut batch);
+                self.rescan(false, &mut batch, &mut tally);
                 last_rescan = Instant::now();
             }
             let mut read_any = false;
@@ -399,32 +410,7 @@ impl FileTail {
         tally: &mut Tally,
         new_batch: &impl Fn() -> LogBatch,
     ) -> bool {
-        let m = &self.metrics;
-        for (i, n) in tally.levels.iter().enumerate() {
-            if *n > 0 {
-                m.records[i].add(*n);
-            }
-        }
-        m.parse_errors.add(tally.parse_errors);
-        m.truncated.add(tally.truncated);
-        m.invalid_utf8.add(tally.invalid_utf8);
-        m.events.received.add(batch.records.len() as u64);
-        m.events.received_bytes.add(tally.bytes);
-        if tally.parse_errors > 0 {
-            tracing::warn!(
-                component = %self.config.name,
-                count = tally.parse_errors,
-                "lines not valid {} kept as text records with parse_error=true",
-                self.config.format.name()
-            );
-        }
-        if tally.truncated > 0 {
-            tracing::warn!(component = %self.config.name, count = tally.truncated, max_line_bytes = self.config.max_line_bytes, "lines longer than max_line_bytes were cut and flagged truncated");
-        }
-        if tally.invalid_utf8 > 0 {
-            tracing::warn!(component = %self.config.name, count = tally.invalid_utf8, "lines with invalid UTF-8 kept lossily and flagged invalid_utf8");
-        }
-        *tally = Tally::default();
+        self.count(tally);
         let records = batch.records.len() as u64;
         let full = std::mem::replace(batch, new_batch());
         if out.blocking_send(full).is_err() {
@@ -434,9 +420,41 @@ impl FileTail {
         true
     }
 
+    /// Adds a tally to the counters and logs what was flagged (once per batch, not per
+    /// line, so a stream of bad lines cannot flood the agent's own log).
+    fn count(&self, tally: &mut Tally) {
+        let m = &self.metrics;
+        for (i, n) in tally.levels.iter().enumerate() {
+            if *n > 0 {
+                m.records[i].add(*n);
+            }
+        }
+        m.parse_errors.add(tally.parse_errors);
+        m.truncated.add(tally.truncated);
+        m.invalid_utf8.add(tally.invalid_utf8);
+        m.events.received.add(tally.levels.iter().sum());
+        m.events.received_bytes.add(tally.bytes);
+        let source = &self.config.name;
+        if tally.parse_errors > 0 {
+            tracing::warn!(
+                component = %source,
+                count = tally.parse_errors,
+                "lines not valid {} kept as text records with parse_error=true",
+                self.config.format.name()
+            );
+        }
+        if tally.truncated > 0 {
+            tracing::warn!(component = %source, count = tally.truncated, max_line_bytes = self.config.max_line_bytes, "lines longer than max_line_bytes were cut and flagged truncated");
+        }
+        if tally.invalid_utf8 > 0 {
+            tracing::warn!(component = %source, count = tally.invalid_utf8, "lines with invalid UTF-8 kept lossily and flagged invalid_utf8");
+        }
+        *tally = Tally::default();
+    }
+
     /// Lists the globs: new files are opened, renamed ones followed, vanished ones
     /// marked rotated. `initial` applies `start_at` and stored checkpoints.
-    fn rescan(&mut self, initial: bool, batch: &mut LogBatch) {
+    fn rescan(&mut self, initial: bool, batch: &mut LogBatch, tally: &mut Tally) {
         self.watch_dirs();
         let now = Instant::now();
         let mut present: Vec<(u64, u64)> = Vec::new();
@@ -459,7 +477,10 @@ impl FileTail {
                 continue;
             }
             match self.open(&path, initial) {
-                Ok(tracked) => {
+                Ok((mut tracked, rescue)) => {
+                    if let Some(rescue) = rescue {
+                        self.drain_rescue(&mut tracked, rescue, batch, tally);
+                    }
                     let index = mark_index(batch, &self.config.name, &tracked);
                     batch.files[index] = tracked.mark(&self.config.name, false);
                     self.files.insert(key, tracked);
@@ -488,6 +509,57 @@ impl FileTail {
         self.publish_status();
     }
 
+    /// Reads the unread rest of a file's previous generation from its copytruncate copy,
+    /// as records of that generation (its own `file_id`, a closed mark).
+    fn drain_rescue(
+        &mut self,
+        tracked: &mut TrackedFile,
+        rescue: Rescue,
+        batch: &mut LogBatch,
+        tally: &mut Tally,
+    ) {
+        batch.files.push(FileMark {
+            source: self.config.name.clone(),
+            path: tracked.path.clone(),
+            identity: rescue.identity,
+            checkpoint: rescue.offset,
+            closed: true,
+        });
+        let mut emitter = Emitter {
+            parser: &self.parser,
+            file_index: (batch.files.len() - 1) as u32,
+            observed: unix_nanos_now(),
+            tally,
+        };
+        let live = std::mem::replace(&mut tracked.file, rescue.copy);
+        let (live_identity, live_start) = (tracked.identity, tracked.read_pos);
+        tracked.identity = rescue.identity;
+        tracked.read_pos = rescue.offset;
+        let read = read_lines(
+            tracked,
+            &mut self.chunk,
+            &mut emitter,
+            batch,
+            self.config.max_line_bytes,
+            u64::MAX,
+        );
+        emitter.flush_partial(tracked, batch);
+        emitter.flush_folding(tracked, batch);
+        tracked.file = live;
+        tracked.identity = live_identity;
+        tracked.read_pos = live_start;
+        tracked.partial_start = live_start;
+        tracked.folder = Folder::default();
+        let detail = match read {
+            Ok((bytes, _)) => format!(
+                "{bytes} bytes written before the truncation recovered from the copy {}",
+                rescue.copy_path.display()
+            ),
+            Err(e) => format!("cannot read the copy {}: {e}", rescue.copy_path.display()),
+        };
+        self.metrics.file_event("recovered", &tracked.path, &detail);
+    }
+
     fn watch_dirs(&mut self) {
         let Some(watcher) = self.watcher.as_mut() else {
             return;
@@ -506,24 +578,36 @@ impl FileTail {
         }
     }
 
-    fn open(&mut self, path: &Path, initial: bool) -> std::io::Result<TrackedFile> {
+    fn open(
+        &mut self,
+        path: &Path,
+        initial: bool,
+    ) -> std::io::Result<(TrackedFile, Option<Rescue>)> {
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
         let size = meta.len();
         let identity = identify(&file, meta.dev(), meta.ino(), size)?;
         let path_text: Arc<str> = path.to_string_lossy().into();
+        let mut rescue = None;
         let (start, why) = match self.checkpoints.remove(&(identity.dev, identity.ino)) {
-            Some(cp) if same_file(&file, &cp.identity, size) => {
-                if size >= cp.offset {
-                    (cp.offset, "resuming from checkpoint")
-                } else {
-                    (
-                        0,
-                        "file shrank while the agent was stopped; reading from the start",
-                    )
-                }
+            Some(cp) if same_file(&file, &cp.identity, size) && size >= cp.offset => {
+                (cp.offset, "resuming from checkpoint")
             }
-            Some(_) => (0, "new file reusing an old inode; reading from the start"),
+            Some(cp) => {
+                // Shrunk, or other first bytes: copytruncate while the agent was stopped
+                // (its copy beside the file holds the unread rest) or a new file that
+                // reuses the inode. Either way the file itself is read from the start.
+                rescue = find_copy(path, &cp.identity, cp.offset).map(|(copy_path, copy)| Rescue {
+                    copy_path,
+                    copy,
+                    identity: cp.identity,
+                    offset: cp.offset,
+                });
+                (
+                    0,
+                    "file truncated or replaced while the agent was stopped; reading from the start",
+                )
+            }
             None if initial && !self.seen_before && self.config.start_at == StartAt::End => {
                 (size, "first run with start_at: end; reading new lines only")
             }
@@ -534,7 +618,7 @@ impl FileTail {
         }
         self.metrics.file_event("discovered", &path_text, why);
         let now = Instant::now();
-        Ok(TrackedFile {
+        let tracked = TrackedFile {
             path: path_text,
             current_path: path.to_path_buf(),
             file,
@@ -548,7 +632,8 @@ impl FileTail {
             rotated_since: None,
             last_data: now,
             size,
-        })
+        };
+        Ok((tracked, rescue))
     }
 
     /// Reads what the file has now, up to its turn's worth.
@@ -563,78 +648,86 @@ impl FileTail {
         };
         let size = tracked.file.metadata()?.len();
         tracked.size = size;
-        if size < tracked.read_pos {
-            self.metrics.file_event(
-                "truncated",
-                &tracked.path,
-                "file shrank below the read position (copytruncate); reading from the start",
-            );
-            restart_from_zero(tracked)?;
-        }
         let max_line = self.config.max_line_bytes;
         let source = &self.config.name;
-        let index = mark_index(batch, source, tracked) as u32;
-        let mut total = 0u64;
-        let observed = unix_nanos_now();
+        if !tracked.identity.complete {
+            // The first line has grown since the file was identified: identify it again,
+            // before any record of it goes out with the provisional fingerprint.
+            tracked.identity = identify(
+                &tracked.file,
+                tracked.identity.dev,
+                tracked.identity.ino,
+                size,
+            )?;
+        }
         let mut emitter = Emitter {
             parser: &self.parser,
-            file_index: index,
-            observed,
+            file_index: mark_index(batch, source, tracked) as u32,
+            observed: unix_nanos_now(),
             tally,
         };
-        let mut result = ReadResult::Done { bytes: 0 };
-        while tracked.read_pos < size || total == 0 {
-            let n = tracked.file.read(&mut self.chunk)?;
-            if n == 0 {
-                break;
-            }
-            let base = tracked.read_pos;
-            tracked.read_pos += n as u64;
-            total += n as u64;
-            emitter.tally.bytes += n as u64;
-            let data = &self.chunk[..n];
-            let mut start = 0usize;
-            for newline in memchr::memchr_iter(b'\n', data) {
-                let piece = &data[start..newline];
-                if tracked.partial.is_empty() && !tracked.partial_truncated {
-                    let cut = piece.len() > max_line;
-                    let piece = if cut { &piece[..max_line] } else { piece };
-                    emitter.line(tracked, batch, piece, base + start as u64, cut);
-                } else {
-                    let room = max_line.saturating_sub(tracked.partial.len());
-                    let cut = tracked.partial_truncated || piece.len() > room;
-                    tracked
-                        .partial
-                        .extend_from_slice(&piece[..piece.len().min(room)]);
-                    let line = std::mem::take(&mut tracked.partial);
-                    let start = tracked.partial_start;
-                    emitter.line(tracked, batch, &line, start, cut);
-                    tracked.partial = line;
-                    tracked.partial.clear();
-                    tracked.partial_truncated = false;
+        if size < tracked.read_pos {
+            // copytruncate: logrotate copied the file, then cut it to 0. What was written
+            // after our last read is in the copy: read it there first, then start again.
+            let copy = find_copy(&tracked.current_path, &tracked.identity, tracked.read_pos);
+            let recovered = match copy {
+                Some((copy_path, copy)) => {
+                    let live = std::mem::replace(&mut tracked.file, copy);
+                    let read = read_lines(
+                        tracked,
+                        &mut self.chunk,
+                        &mut emitter,
+                        batch,
+                        max_line,
+                        u64::MAX,
+                    );
+                    tracked.file = live;
+                    Some((copy_path, read?.0))
                 }
-                start = newline + 1;
-            }
-            if start < n {
-                let rest = &data[start..];
-                if tracked.partial.is_empty() && !tracked.partial_truncated {
-                    tracked.partial_start = base + start as u64;
+                None => None,
+            };
+            // The old generation is over: its last partial line will not be completed.
+            emitter.flush_partial(tracked, batch);
+            emitter.flush_folding(tracked, batch);
+            let detail = match &recovered {
+                Some((path, bytes)) => format!(
+                    "file shrank below the read position (copytruncate); {bytes} unread bytes recovered from the copy {}; reading from the start",
+                    path.display()
+                ),
+                None => {
+                    "file shrank below the read position (copytruncate); reading from the start"
+                        .to_string()
                 }
-                let room = max_line.saturating_sub(tracked.partial.len());
-                if rest.len() > room {
-                    tracked.partial_truncated = true;
-                }
-                tracked
-                    .partial
-                    .extend_from_slice(&rest[..rest.len().min(room)]);
-            }
-            if batch.buf.len() >= BATCH_BYTES || batch.records.len() >= BATCH_RECORDS {
-                result = ReadResult::BatchFull;
-                break;
-            }
-            if total >= FILE_TURN_BYTES {
-                break;
-            }
+            };
+            self.metrics.file_event("truncated", &tracked.path, &detail);
+            let old = &mut batch.files[emitter.file_index as usize];
+            old.checkpoint = tracked.read_pos;
+            old.closed = true;
+            restart_from_zero(tracked)?;
+            emitter.file_index = mark_index(batch, source, tracked) as u32;
+        }
+        let (total, full) = read_lines(
+            tracked,
+            &mut self.chunk,
+            &mut emitter,
+            batch,
+            max_line,
+            FILE_TURN_BYTES,
+        )?;
+        let mut result = if full {
+            ReadResult::BatchFull
+        } else {
+            ReadResult::Done { bytes: 0 }
+        };
+        let index = emitter.file_index;
+        if !tracked.identity.complete {
+            tracked.identity = identify(
+                &tracked.file,
+                tracked.identity.dev,
+                tracked.identity.ino,
+                tracked.read_pos,
+            )?;
+            batch.files[index as usize].identity = tracked.identity;
         }
         if total > 0 {
             tracked.last_data = Instant::now();
@@ -677,13 +770,7 @@ impl FileTail {
                 observed: unix_nanos_now(),
                 tally: &mut tally,
             };
-            if !tracked.partial.is_empty() {
-                let line = std::mem::take(&mut tracked.partial);
-                let cut = tracked.partial_truncated;
-                tracked.partial_truncated = false;
-                let start = tracked.partial_start;
-                emitter.line(&mut tracked, batch, &line, start, cut);
-            }
+            emitter.flush_partial(&mut tracked, batch);
             emitter.flush_folding(&mut tracked, batch);
             batch.files[index as usize] = tracked.mark(&self.config.name, true);
             self.metrics.file_event(
@@ -692,10 +779,7 @@ impl FileTail {
                 "rotated file idle for rotate_wait; closed",
             );
         }
-        self.metrics.parse_errors.add(tally.parse_errors);
-        for (i, n) in tally.levels.iter().enumerate() {
-            self.metrics.records[i].add(*n);
-        }
+        self.count(&mut tally);
         self.publish_status();
     }
 
@@ -718,6 +802,118 @@ impl FileTail {
     }
 }
 
+/// Reads `tracked.file` from its position until EOF, `limit` bytes, or a full batch,
+/// turning complete lines into records. Returns the bytes read and whether the batch
+/// is full.
+fn read_lines(
+    tracked: &mut TrackedFile,
+    chunk: &mut [u8],
+    emitter: &mut Emitter<'_>,
+    batch: &mut LogBatch,
+    max_line: usize,
+    limit: u64,
+) -> std::io::Result<(u64, bool)> {
+    let mut total = 0u64;
+    loop {
+        let n = tracked.file.read(chunk)?;
+        if n == 0 {
+            return Ok((total, false));
+        }
+        let base = tracked.read_pos;
+        tracked.read_pos += n as u64;
+        total += n as u64;
+        emitter.tally.bytes += n as u64;
+        let data = &chunk[..n];
+        let mut start = 0usize;
+        for newline in memchr::memchr_iter(b'\n', data) {
+            let piece = &data[start..newline];
+            if tracked.partial.is_empty() && !tracked.partial_truncated {
+                let cut = piece.len() > max_line;
+                let piece = if cut { &piece[..max_line] } else { piece };
+                emitter.line(tracked, batch, piece, base + start as u64, cut);
+            } else {
+                let room = max_line.saturating_sub(tracked.partial.len());
+                let cut = tracked.partial_truncated || piece.len() > room;
+                tracked
+                    .partial
+                    .extend_from_slice(&piece[..piece.len().min(room)]);
+                emitter.flush_partial_as(tracked, batch, cut);
+            }
+            start = newline + 1;
+        }
+        if start < n {
+            let rest = &data[start..];
+            if tracked.partial.is_empty() && !tracked.partial_truncated {
+                tracked.partial_start = base + start as u64;
+            }
+            let room = max_line.saturating_sub(tracked.partial.len());
+            if rest.len() > room {
+                tracked.partial_truncated = true;
+            }
+            tracked
+                .partial
+                .extend_from_slice(&rest[..rest.len().min(room)]);
+        }
+        if batch.buf.len() >= BATCH_BYTES || batch.records.len() >= BATCH_RECORDS {
+            return Ok((total, true));
+        }
+        if total >= limit {
+            return Ok((total, false));
+        }
+    }
+}
+
+/// Finds the copy logrotate's `copytruncate` made of the file at `path` (`app.log.1`,
+/// `app.log-20261123`, ... beside it): a recent, uncompressed file that starts with the
+/// same first line and is longer than `offset`, opened and positioned at `offset`.
+fn find_copy(path: &Path, identity: &FileIdentity, offset: u64) -> Option<(PathBuf, File)> {
+    let dir = path.parent()?;
+    let name = path.file_name()?.to_string_lossy().to_string();
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let file_name = entry.file_name().to_string_lossy().to_string();
+            if file_name == name || !file_name.starts_with(&name) || file_name.ends_with(".gz") {
+                return None;
+            }
+            let meta = entry.metadata().ok()?;
+            let modified = meta.modified().ok()?;
+            let fresh = modified
+                .elapsed()
+                .map(|age| age < COPY_MAX_AGE)
+                .unwrap_or(true);
+            let candidate =
+                meta.is_file() && meta.ino() != identity.ino && meta.len() > offset && fresh;
+            candidate.then(|| (modified, entry.path()))
+        })
+        .collect();
+    // The newest copy is the one just made.
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+    candidates.into_iter().find_map(|(_, path)| {
+        let mut file = File::open(&path).ok()?;
+        let size = file.metadata().ok()?.len();
+        if !same_file(&file, identity, size) {
+            return None;
+        }
+        file.seek(SeekFrom::Start(offset)).ok()?;
+        Some((path, file))
+    })
+}
+
+/// The unread rest of a file's previous generation, in the copy copytruncate made.
+struct Rescue {
+    copy_path: PathBuf,
+    copy: File,
+    identity: FileIdentity,
+    offset: u64,
+}
+
 enum ReadResult {
     Done { bytes: u64 },
     BatchFull,
@@ -725,8 +921,12 @@ enum ReadResult {
 
 /// The index of `tracked`'s mark in `batch.files`, adding one if needed.
 fn mark_index(batch: &mut LogBatch, source: &Arc<str>, tracked: &TrackedFile) -> usize {
+    // A closed mark belongs to a finished generation of the file (before a truncation):
+    // the live generation gets a mark of its own.
     if let Some(i) = batch.files.iter().position(|m| {
-        m.identity.dev == tracked.identity.dev && m.identity.ino == tracked.identity.ino
+        !m.closed
+            && m.identity.dev == tracked.identity.dev
+            && m.identity.ino == tracked.identity.ino
     }) {
         batch.files[i].identity = tracked.identity;
         return i;
@@ -783,16 +983,24 @@ fn check_fingerprint(tracked: &mut TrackedFile, metrics: &TailMetrics) {
     }
 }
 
-/// The identity of an open file: its device, inode and a hash of its first bytes.
+/// The identity of an open file: its device, inode and a hash of its first line (up to
+/// `FINGERPRINT_BYTES`). While that line is still being written the fingerprint covers
+/// what is there and `complete` is false; it is taken again once the line is whole, so
+/// a record never goes out under a fingerprint that will change.
 fn identify(file: &File, dev: u64, ino: u64, size: u64) -> std::io::Result<FileIdentity> {
-    let len = size.min(FINGERPRINT_BYTES) as usize;
+    let available = size.min(FINGERPRINT_BYTES) as usize;
     let mut head = [0u8; FINGERPRINT_BYTES as usize];
-    file.read_exact_at(&mut head[..len], 0)?;
+    file.read_exact_at(&mut head[..available], 0)?;
+    let (len, complete) = match memchr::memchr(b'\n', &head[..available]) {
+        Some(newline) => (newline + 1, true),
+        None => (available, available as u64 == FINGERPRINT_BYTES),
+    };
     Ok(FileIdentity {
         dev,
         ino,
         fingerprint_len: len as u32,
         fingerprint: fnv1a(&head[..len]),
+        complete,
     })
 }
 
@@ -884,6 +1092,25 @@ impl Emitter<'_> {
             offset,
             truncated: cut,
         });
+    }
+
+    /// Emits the partial line as a record: its newline has arrived (`cut` says whether
+    /// it was overlong), or its file is finished and nothing more will be appended.
+    fn flush_partial_as(&mut self, tracked: &mut TrackedFile, batch: &mut LogBatch, cut: bool) {
+        let line = std::mem::take(&mut tracked.partial);
+        let start = tracked.partial_start;
+        self.line(tracked, batch, &line, start, cut);
+        tracked.partial = line;
+        tracked.partial.clear();
+        tracked.partial_truncated = false;
+    }
+
+    /// Emits whatever partial line there is, for a file that will not grow any more.
+    fn flush_partial(&mut self, tracked: &mut TrackedFile, batch: &mut LogBatch) {
+        if !tracked.partial.is_empty() || tracked.partial_truncated {
+            let cut = tracked.partial_truncated;
+            self.flush_partial_as(tracked, batch, cut);
+        }
     }
 
     fn flush_folding(&mut self, tracked: &mut TrackedFile, batch: &mut LogBatch) {
