@@ -5,6 +5,7 @@
 //! - `cli`: clap definitions and the verbs that are not the agent itself
 //! - `config/`: raw YAML → validated `Config` (two phases, all errors at once)
 //! - `topology`: builds and wires components; owns shutdown
+//! - `channel`: the bounded batch channel between sources and the sink stage
 //! - `sources/`: `file_tail` (and its `discovery` of glob matches)
 //! - `event`: the record types that flow between components
 //! - `parse/`: structlog, json, logfmt and text parsers — pure
@@ -13,6 +14,7 @@
 //! - `api/`: the HTTP API and `/metrics`
 //! - `telemetry`: the agent's own counters and internal events
 pub mod api;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod event;

@@ -49,7 +49,12 @@ fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    match runtime().block_on(topology::run(config)) {
+    let runtime = runtime();
+    let result = runtime.block_on(topology::run(config));
+    // Whatever is still running after the grace period (a read stuck on a dead network
+    // filesystem) must not hold the process: exit without waiting for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::GraceExceeded) => ExitCode::FAILURE,
         Err(e) => {

@@ -11,14 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState, SourceView};
+use crate::channel::batch_channel;
 use crate::config::Config;
-use crate::event::LogBatch;
 use crate::export::SinkStage;
 use crate::sources::file_tail::FileTail;
 use crate::state::StateStore;
@@ -51,6 +50,9 @@ pub async fn run(config: Config) -> anyhow::Result<Outcome> {
 
 /// Runs the agent until `shutdown` is cancelled (tests cancel it directly).
 pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::Result<Outcome> {
+    // If this future is dropped (the runtime shuts down, a test fails), stop the
+    // sources too: their threads would otherwise keep the runtime from exiting.
+    let _stop_on_drop = shutdown.clone().drop_guard();
     let started = Instant::now();
     let telemetry = Telemetry::new();
     let store = StateStore::open(&config.data_dir).with_context(|| {
@@ -63,7 +65,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         .await
         .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
 
-    let (batch_tx, batch_rx) = mpsc::channel::<LogBatch>(QUEUE_BATCHES);
+    let (batch_tx, batch_rx, queue) = batch_channel(QUEUE_BATCHES);
     let recycle = Arc::new(Mutex::new(Vec::new()));
     let pipeline = TaskTracker::new();
     let mut sources = Vec::new();
@@ -84,7 +86,6 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         let stop = shutdown.clone();
         pipeline.spawn_blocking(move || tail.run(out, recycle, stop));
     }
-    let queue = batch_tx.downgrade();
     drop(batch_tx);
     let sink = SinkStage::new(
         &config.export,

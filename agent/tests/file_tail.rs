@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sidewatch::channel::{BatchReceiver, Received, batch_channel};
 use sidewatch::config::{LogSourceConfig, StartAt};
 use sidewatch::event::{FileIdentity, FileMark, LogBatch};
 use sidewatch::parse::Format;
 use sidewatch::sources::file_tail::FileTail;
 use sidewatch::state::StateStore;
 use sidewatch::telemetry::Telemetry;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What a test sees of one record.
@@ -32,7 +32,7 @@ struct Seen {
 }
 
 struct Tail {
-    rx: mpsc::Receiver<LogBatch>,
+    rx: BatchReceiver,
     stop: CancellationToken,
     thread: tokio::task::JoinHandle<()>,
     seen: Vec<Seen>,
@@ -54,7 +54,7 @@ impl Tail {
     fn start(config: LogSourceConfig, store: &StateStore) -> Tail {
         let telemetry = Telemetry::new();
         let tail = FileTail::new(config, store, &telemetry).expect("tail starts");
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx, _depth) = batch_channel(4);
         let stop = CancellationToken::new();
         let token = stop.clone();
         let thread = tokio::task::spawn_blocking(move || {
@@ -69,14 +69,19 @@ impl Tail {
         }
     }
 
-    /// Collects records until `n` have been seen in all, or fails after 10 s.
+    /// Receives the next batch, failing with `what` if none comes within 10 s.
+    fn next_batch(&mut self, what: &str) -> LogBatch {
+        match self.rx.recv_timeout(Duration::from_secs(10)) {
+            Received::Batch(batch) => batch,
+            Received::Timeout => panic!("{what} within 10s; records so far: {:#?}", self.seen),
+            Received::Closed => panic!("the tail stopped while waiting for {what}"),
+        }
+    }
+
+    /// Collects records until `n` have been seen in all, or fails after 10 s of silence.
     async fn wait_for(&mut self, n: usize) -> &[Seen] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while self.seen.len() < n {
-            let batch = tokio::time::timeout_at(deadline, self.rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("expected {n} records within 10s, got {:#?}", self.seen))
-                .expect("tail is running");
+            let batch = self.next_batch(&format!("expected {n} records"));
             self.take(batch);
         }
         &self.seen
@@ -85,21 +90,14 @@ impl Tail {
     /// Waits for the first batch, which carries the marks of the initial scan: after it,
     /// the tail has chosen where each existing file starts.
     async fn wait_scanned(&mut self) {
-        let batch = tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
-            .await
-            .expect("the initial scan is sent within 10s")
-            .expect("tail is running");
+        let batch = self.next_batch("the initial scan");
         self.take(batch);
     }
 
-    /// Collects marks until one says the file at `path` was closed, or fails after 10 s.
+    /// Collects marks until one says the file at `path` was closed.
     async fn wait_closed(&mut self, path: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !self.marks.iter().any(|m| m.closed && &*m.path == path) {
-            let batch = tokio::time::timeout_at(deadline, self.rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("{path} was not closed within 10s"))
-                .expect("tail is running");
+            let batch = self.next_batch(&format!("{path} to be closed"));
             self.take(batch);
         }
     }
@@ -134,8 +132,12 @@ impl Tail {
     async fn stop(mut self) -> Vec<FileMark> {
         self.stop.cancel();
         // Drain so the tail is never stuck sending.
-        while let Some(batch) = self.rx.recv().await {
-            self.take(batch);
+        loop {
+            match self.rx.recv_timeout(Duration::from_secs(10)) {
+                Received::Batch(batch) => self.take(batch),
+                Received::Closed => break,
+                Received::Timeout => panic!("the tail did not stop within 10s"),
+            }
         }
         self.thread.await.expect("tail thread ends");
         self.marks

@@ -13,12 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::channel::QueueDepth;
 use crate::config::{Secret, ServiceConfig};
-use crate::event::LogBatch;
 use crate::parse::Format;
 use crate::sources::file_tail::SourceStatus;
 use crate::telemetry::Telemetry;
@@ -43,8 +42,8 @@ pub struct ApiState {
     pub config_origin: String,
     pub started: Instant,
     pub sources: Vec<SourceView>,
-    /// The pipeline's queue, observed without keeping it open.
-    pub queue: mpsc::WeakSender<LogBatch>,
+    /// The pipeline's queue between the sources and the sink stage.
+    pub queue: QueueDepth,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -117,10 +116,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
             })
         })
         .collect();
-    let (depth, capacity) = match state.queue.upgrade() {
-        Some(tx) => (tx.max_capacity() - tx.capacity(), tx.max_capacity()),
-        None => (0, 0),
-    };
+    let (depth, capacity) = (state.queue.depth(), state.queue.capacity());
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "service": state.service,

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::channel::{BatchReceiver, Received};
 use crate::config::ExportConfig;
 use crate::event::{FileMark, LogBatch};
 use crate::state::StateStore;
@@ -80,27 +80,26 @@ impl SinkStage {
 
     /// Consumes batches until every source has stopped, then makes the last ones
     /// durable and commits their checkpoints.
-    pub fn run(mut self, mut input: mpsc::Receiver<LogBatch>) {
+    pub fn run(mut self, input: BatchReceiver) {
         let mut pending: Vec<FileMark> = Vec::new();
         let mut last_commit = Instant::now();
         let mut line = Vec::with_capacity(64 * 1024);
         let stdout = std::io::stdout();
-        let runtime = tokio::runtime::Handle::current();
         loop {
             // Wait for a batch, but no longer than the next commit is due, so offsets
             // are committed on time even when the input goes quiet.
             let due = self
                 .checkpoint_interval
                 .saturating_sub(last_commit.elapsed());
-            let batch = match runtime.block_on(tokio::time::timeout(due, input.recv())) {
-                Ok(batch) => batch,
-                Err(_elapsed) => {
+            let mut batch = match input.recv_timeout(due) {
+                Received::Batch(batch) => batch,
+                Received::Timeout => {
                     self.commit(&mut pending);
                     last_commit = Instant::now();
                     continue;
                 }
+                Received::Closed => break,
             };
-            let Some(mut batch) = batch else { break };
             let records = batch.records.len() as u64;
             self.events.received.add(records);
             if self.file.is_some() || self.stdout {

@@ -31,10 +31,10 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::channel::BatchSender;
 use crate::config::{LogSourceConfig, StartAt};
 use crate::event::{FileIdentity, FileMark, LogBatch, LogRecord, RecordFlags, Span};
 use crate::parse::text::Folder;
@@ -154,6 +154,8 @@ struct Tally {
     parse_errors: u64,
     truncated: u64,
     invalid_utf8: u64,
+    /// Lines with nothing but whitespace: not records.
+    blank: u64,
     bytes: u64,
 }
 
@@ -333,7 +335,7 @@ impl FileTail {
     /// `recycle` to be reused.
     pub fn run(
         mut self,
-        out: mpsc::Sender<LogBatch>,
+        out: BatchSender,
         recycle: Arc<Mutex<Vec<LogBatch>>>,
         shutdown: CancellationToken,
     ) {
@@ -405,7 +407,7 @@ impl FileTail {
     /// Sends the batch downstream; `false` when the sink is gone.
     fn send(
         &mut self,
-        out: &mpsc::Sender<LogBatch>,
+        out: &BatchSender,
         batch: &mut LogBatch,
         tally: &mut Tally,
         new_batch: &impl Fn() -> LogBatch,
@@ -413,10 +415,11 @@ impl FileTail {
         self.count(tally);
         let records = batch.records.len() as u64;
         let full = std::mem::replace(batch, new_batch());
-        if out.blocking_send(full).is_err() {
+        if out.send(full).is_err() {
             return false;
         }
         self.metrics.events.sent.add(records);
+        tracing::trace!(component = %self.config.name, records, "batch sent");
         true
     }
 
@@ -434,7 +437,12 @@ impl FileTail {
         m.invalid_utf8.add(tally.invalid_utf8);
         m.events.received.add(tally.levels.iter().sum());
         m.events.received_bytes.add(tally.bytes);
+        m.events.discarded.add(tally.blank);
         let source = &self.config.name;
+        tracing::debug!(component = %source, records = tally.levels.iter().sum::<u64>(), bytes = tally.bytes, "records received");
+        if tally.blank > 0 {
+            tracing::debug!(component = %source, count = tally.blank, "blank lines skipped (not records)");
+        }
         if tally.parse_errors > 0 {
             tracing::warn!(
                 component = %source,
@@ -1058,6 +1066,7 @@ impl Emitter<'_> {
             return;
         }
         if line.iter().all(u8::is_ascii_whitespace) {
+            self.tally.blank += 1;
             return;
         }
         self.record(batch, line, offset, cut);

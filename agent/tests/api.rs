@@ -1,0 +1,165 @@
+//! The HTTP API and the verbs around it, against a running agent: health and metrics
+//! are open, everything else needs the bearer token; `healthcheck` reports the truth;
+//! with no config file the agent runs on SPEC's defaults and says so.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sidewatch::api::http_get;
+use sidewatch::config::{Config, LogSourceConfig, Secret};
+use sidewatch::topology::{Outcome, run_until};
+use tokio_util::sync::CancellationToken;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `url` until it answers 200, or fails after 10 s.
+async fn wait_ready(url: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok((200, _)) = http_get(url, None).await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} not ready within 10s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn config(dir: &Path, port: u16) -> Config {
+    let mut config = Config::defaults();
+    config.path = Some(dir.join("sidewatch.yaml"));
+    config.data_dir = dir.join("data");
+    config.api.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    config.api.token = Some(Secret::new("s3cret".into()));
+    config.logs = vec![LogSourceConfig::defaults(
+        "app",
+        vec![format!("{}/logs/*.log", dir.display())],
+    )];
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_guards_everything_but_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let stop = CancellationToken::new();
+    let agent = tokio::spawn(run_until(config(dir.path(), port), stop.clone()));
+    wait_ready(&format!("{base}/readyz")).await;
+
+    let (code, body) = http_get(&format!("{base}/healthz"), None).await.unwrap();
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, body) = http_get(&format!("{base}/metrics"), None).await.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("# TYPE sidewatch_log_records_total counter"),
+        "{body}"
+    );
+
+    for token in [None, Some("wrong"), Some("S3cret"), Some("s3cre")] {
+        let (code, body) = http_get(&format!("{base}/api/v1/status"), token)
+            .await
+            .unwrap();
+        assert_eq!(code, 401, "token {token:?}: {body}");
+        assert!(
+            !body.contains("s3cret"),
+            "the token leaked into a response: {body}"
+        );
+    }
+    let (code, body) = http_get(&format!("{base}/api/v1/status"), Some("s3cret"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["sources"][0]["name"], "app");
+    assert_eq!(status["sources"][0]["ready"], true);
+    assert!(
+        !body.contains("s3cret"),
+        "the token leaked into the status: {body}"
+    );
+    let (code, _) = http_get(&format!("{base}/api/v1/nothing"), Some("s3cret"))
+        .await
+        .unwrap();
+    assert_eq!(code, 404);
+
+    // `sidewatch healthcheck` agrees with the API, and fails when nothing answers.
+    let healthcheck = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sidewatch"))
+            .args(["healthcheck", "--url", url])
+            .output()
+            .unwrap()
+    };
+    let out = healthcheck(&base);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = healthcheck(&format!("http://127.0.0.1:{}", free_port()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unhealthy: cannot reach"));
+
+    stop.cancel();
+    let outcome = agent.await.unwrap().unwrap();
+    assert_eq!(outcome, Outcome::Clean);
+    assert!(
+        http_get(&format!("{base}/healthz"), None).await.is_err(),
+        "the API stops last, but it stops"
+    );
+}
+
+#[test]
+fn without_a_config_file_the_agent_runs_on_the_built_in_defaults_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    std::fs::write(
+        dir.path().join("logs/app.log"),
+        "{\"event\": \"before start\", \"level\": \"info\"}\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sidewatch"))
+        .current_dir(dir.path())
+        .env_remove("SIDEWATCH_CONFIG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let first: serde_json::Value = serde_json::from_str(&first).expect("the agent logs JSON");
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .contains("built-in defaults"),
+        "{first}"
+    );
+    // It is running on the defaults: the API on 127.0.0.1:9777, data in ./sidewatch-data.
+    let mut ready = false;
+    for line in (&mut stderr).lines() {
+        let line = line.unwrap();
+        if line.contains("sidewatch running") {
+            assert!(line.contains("127.0.0.1:9777"), "{line}");
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready, "the agent did not report running");
+    assert!(dir.path().join("sidewatch-data/state.redb").exists());
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0), "SIGTERM exits 0");
+}
