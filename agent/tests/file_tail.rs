@@ -34,7 +34,7 @@ struct Seen {
 struct Tail {
     rx: BatchReceiver,
     stop: CancellationToken,
-    thread: tokio::task::JoinHandle<()>,
+    thread: Option<tokio::task::JoinHandle<()>>,
     seen: Vec<Seen>,
     marks: Vec<FileMark>,
 }
@@ -50,6 +50,13 @@ fn source(dir: &Path, pattern: &str, format: Format, start_at: StartAt) -> LogSo
     config
 }
 
+impl Drop for Tail {
+    /// A failed test must still stop the tail thread, or the runtime waits for it forever.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl Tail {
     fn start(config: LogSourceConfig, store: &StateStore) -> Tail {
         let telemetry = Telemetry::new();
@@ -63,7 +70,7 @@ impl Tail {
         Tail {
             rx,
             stop,
-            thread,
+            thread: Some(thread),
             seen: Vec::new(),
             marks: Vec::new(),
         }
@@ -139,8 +146,10 @@ impl Tail {
                 Received::Timeout => panic!("the tail did not stop within 10s"),
             }
         }
-        self.thread.await.expect("tail thread ends");
-        self.marks
+        if let Some(thread) = self.thread.take() {
+            thread.await.expect("tail thread ends");
+        }
+        std::mem::take(&mut self.marks)
     }
 }
 
@@ -421,5 +430,23 @@ async fn copytruncate_while_stopped_recovers_the_unread_rest_from_the_copy() {
         &store,
     );
     assert_eq!(bodies(tail.wait_for(1).await), ["c2"]);
+    tail.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_notifications_polling_finds_new_files_lines_and_rotations() {
+    let (_dir, store, logs) = setup();
+    let mut config = source(&logs, "app.log", Format::Structlog, StartAt::Beginning);
+    config.notify = false;
+    let mut tail = Tail::start(config, &store);
+    // The file appears after the start, grows, and is rotated: all found by polling.
+    let path = logs.join("app.log");
+    append(&path, line("created later").as_bytes());
+    assert_eq!(bodies(tail.wait_for(1).await), ["created later"]);
+    append(&path, line("appended").as_bytes());
+    assert_eq!(bodies(tail.wait_for(2).await)[1], "appended");
+    std::fs::rename(&path, logs.join("app.log.1")).unwrap();
+    append(&path, line("after rotation").as_bytes());
+    assert_eq!(bodies(tail.wait_for(3).await)[2], "after rotation");
     tail.stop().await;
 }

@@ -89,6 +89,9 @@ pub struct LogSourceConfig {
     pub rotate_wait: Duration,
     /// How often files are checked when no change notification arrives.
     pub poll_interval: Duration,
+    /// Use filesystem notifications (inotify); `false` polls only, for filesystems
+    /// where notifications never come (NFS, some FUSE and overlay setups).
+    pub notify: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -144,6 +147,7 @@ impl LogSourceConfig {
             max_line_bytes: 1024 * 1024,
             rotate_wait: Duration::from_secs(10),
             poll_interval: Duration::from_millis(250),
+            notify: true,
         }
     }
 }

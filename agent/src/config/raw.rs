@@ -83,6 +83,7 @@ pub(super) struct RawLogSource {
     pub(super) max_line_bytes: Option<S>,
     pub(super) rotate_wait: Option<S>,
     pub(super) poll_interval: Option<S>,
+    pub(super) notify: Option<S>,
     pub(super) drop: Option<S>,
     pub(super) redact: Option<Spanned<serde_json::Value>>,
 }

@@ -139,6 +139,7 @@ fn known_keys(section: &[&str]) -> &'static [&'static str] {
             "max_line_bytes",
             "rotate_wait",
             "poll_interval",
+            "notify",
             "drop",
             "redact",
         ],
@@ -204,7 +205,7 @@ impl Ctx {
             file: self.file.clone(),
             line,
             column: self.columns.original(line, column),
-            message: lowercase_first(&message),
+            message: humanize_yaml_message(&lowercase_first(&message)),
             hint: None,
         }
     }
@@ -604,6 +605,7 @@ impl Ctx {
         );
         config.rotate_wait = self.duration(raw.rotate_wait.as_ref(), config.rotate_wait);
         config.poll_interval = self.duration(raw.poll_interval.as_ref(), config.poll_interval);
+        config.notify = self.boolean(raw.notify.as_ref(), config.notify);
         self.warn_inactive("drop", raw.drop.as_ref().map(|v| v.referenced));
         self.warn_inactive("redact", raw.redact.as_ref().map(|v| v.referenced));
         Some(config)
@@ -622,6 +624,17 @@ impl Ctx {
             trace_id: pick(&raw.trace_id, defaults.trace_id),
             span_id: pick(&raw.span_id, defaults.span_id),
         }
+    }
+}
+
+/// The YAML library speaks in parser events; say what the user must write instead.
+fn humanize_yaml_message(message: &str) -> String {
+    match message {
+        "expected sequence start" => "expected a list here (`- item` lines or `[a, b]`)".into(),
+        "expected mapping start" => {
+            "expected keys here (`key: value` lines or `{ key: value }`)".into()
+        }
+        other => other.to_string(),
     }
 }
 
@@ -889,6 +902,32 @@ grace_period: ${UNSET}
             1,
             "{out}"
         );
+    }
+
+    #[test]
+    fn secrets_come_from_files_without_their_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "from-a-file\n").unwrap();
+        let config_path = dir.path().join("sidewatch.yaml");
+        let no_env = |_: &str| None;
+        let config = load_str("api: { token_file: token }\n", &config_path, &no_env).unwrap();
+        assert_eq!(config.api.token.unwrap().expose(), "from-a-file");
+        let errors = load_str(
+            "api: { token: x, token_file: token }\n",
+            &config_path,
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains("`token` and `token_file` are both set"),
+            "{errors}"
+        );
+        let errors = load_str("api: { token_file: missing }\n", &config_path, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains("cannot read `token_file`"), "{errors}");
+        assert!(format!("{:?}", Secret::new("hidden".into())) == "Secret(***)");
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl FileTail {
             tx,
             rescan: Arc::new(AtomicBool::new(true)),
         };
-        let watcher = {
+        let watcher = config.notify.then(|| {
             let waker = waker.clone();
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 use notify::EventKind;
@@ -285,11 +285,12 @@ impl FileTail {
                 };
                 waker.wake(rescan);
             })
-        };
+        });
         let metrics = TailMetrics::new(telemetry, &config.name);
         let watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
+            None => None,
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
                 metrics.events.error(
                     "watch_failed",
                     &format!(
