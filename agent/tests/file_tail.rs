@@ -13,7 +13,7 @@ use sidewatch::channel::{BatchReceiver, Received, batch_channel};
 use sidewatch::config::{LogSourceConfig, StartAt};
 use sidewatch::event::{FileIdentity, FileMark, LogBatch};
 use sidewatch::parse::Format;
-use sidewatch::sources::file_tail::FileTail;
+use sidewatch::sources::file_tail::{FileTail, fnv1a};
 use sidewatch::state::StateStore;
 use sidewatch::telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
@@ -329,16 +329,6 @@ fn mark(path: &Path, identity: FileIdentity, checkpoint: u64) -> FileMark {
         checkpoint,
         closed: false,
     }
-}
-
-/// The tail's fingerprint hash (FNV-1a), recomputed here to forge checkpoints.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= *b as u64;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

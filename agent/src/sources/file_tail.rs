@@ -190,6 +190,12 @@ struct TrackedFile {
 }
 
 impl TrackedFile {
+    /// Takes the fingerprint again (the first line has grown, or the file was truncated).
+    fn reidentify(&mut self, size: u64) -> std::io::Result<()> {
+        self.identity = identify(&self.file, self.identity.dev, self.identity.ino, size)?;
+        Ok(())
+    }
+
     /// Every record before this offset has been emitted.
     fn committable(&self) -> u64 {
         let mut offset = self.read_pos;
@@ -662,12 +668,7 @@ impl FileTail {
         if !tracked.identity.complete {
             // The first line has grown since the file was identified: identify it again,
             // before any record of it goes out with the provisional fingerprint.
-            tracked.identity = identify(
-                &tracked.file,
-                tracked.identity.dev,
-                tracked.identity.ino,
-                size,
-            )?;
+            tracked.reidentify(size)?;
         }
         let mut emitter = Emitter {
             parser: &self.parser,
@@ -730,12 +731,7 @@ impl FileTail {
         };
         let index = emitter.file_index;
         if !tracked.identity.complete {
-            tracked.identity = identify(
-                &tracked.file,
-                tracked.identity.dev,
-                tracked.identity.ino,
-                tracked.read_pos,
-            )?;
+            tracked.reidentify(tracked.read_pos)?;
             batch.files[index as usize].identity = tracked.identity;
         }
         if total > 0 {
@@ -953,12 +949,7 @@ fn restart_from_zero(tracked: &mut TrackedFile) -> std::io::Result<()> {
     tracked.folding = None;
     tracked.folder = Folder::default();
     let size = tracked.file.metadata()?.len();
-    tracked.identity = identify(
-        &tracked.file,
-        tracked.identity.dev,
-        tracked.identity.ino,
-        size,
-    )?;
+    tracked.reidentify(size)?;
     Ok(())
 }
 
@@ -979,16 +970,9 @@ fn check_fingerprint(tracked: &mut TrackedFile, metrics: &TailMetrics) {
         let _ = restart_from_zero(tracked);
         return;
     }
-    if len < FINGERPRINT_BYTES
-        && size > len
-        && let Ok(identity) = identify(
-            &tracked.file,
-            tracked.identity.dev,
-            tracked.identity.ino,
-            size,
-        )
-    {
-        tracked.identity = identity;
+    if !tracked.identity.complete && size > len {
+        // A failure here leaves the provisional fingerprint; the next look retries.
+        let _ = tracked.reidentify(size);
     }
 }
 
@@ -1026,8 +1010,9 @@ fn same_file(file: &File, identity: &FileIdentity, size: u64) -> bool {
     }
 }
 
-/// FNV-1a: tiny, stable across releases and platforms (the fingerprint is persisted).
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// The fingerprint hash, FNV-1a: tiny, stable across releases and platforms (it is
+/// persisted in checkpoints).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         hash ^= *b as u64;
