@@ -440,3 +440,43 @@ async fn without_notifications_polling_finds_new_files_lines_and_rotations() {
     assert_eq!(bodies(tail.wait_for(3).await)[2], "after rotation");
     tail.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copytruncate_refilled_past_the_read_position_is_caught_by_the_first_line() {
+    let (_dir, store, logs) = setup();
+    let path = logs.join("app.log");
+    append(&path, (line("a1") + &line("a2")).as_bytes());
+    let mut config = source(&logs, "app.log", Format::Structlog, StartAt::Beginning);
+    // Polling only, slowly: the tail does not look while the rotation happens.
+    config.notify = false;
+    config.poll_interval = Duration::from_secs(2);
+    let mut tail = Tail::start(config, &store);
+    let first = tail.wait_for(2).await.to_vec();
+    // Unread b1, then copytruncate, then the app writes more than was read before.
+    append(&path, line("b1").as_bytes());
+    std::fs::copy(&path, logs.join("app.log.1")).unwrap();
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let refill: String = (0..5).map(|i| line(&format!("c{i}"))).collect();
+    append(&path, refill.as_bytes());
+    assert!(refill.len() > 2 * line("a1").len());
+    let seen = tail.wait_for(8).await.to_vec();
+    assert_eq!(
+        bodies(&seen),
+        ["a1", "a2", "b1", "c0", "c1", "c2", "c3", "c4"]
+    );
+    assert_eq!(
+        seen[2].file_id, first[0].file_id,
+        "b1 is of the first generation"
+    );
+    assert_eq!(seen[3].offset, 0);
+    assert!(
+        seen.iter().all(|s| !s.parse_error),
+        "no torn line was read: {seen:?}"
+    );
+    tail.stop().await;
+}

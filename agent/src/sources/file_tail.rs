@@ -515,10 +515,9 @@ impl FileTail {
                     "file renamed out of the globs or deleted; draining it until idle",
                 );
             }
-            // Copytruncate that refilled the file beyond our position: the first bytes
-            // changed. Also upgrade a fingerprint taken while the file was short.
+            // Upgrade a fingerprint taken while the first line was incomplete.
             if tracked.rotated_since.is_none() {
-                check_fingerprint(tracked, &self.metrics);
+                extend_fingerprint(tracked);
             }
         }
         self.publish_status();
@@ -676,7 +675,14 @@ impl FileTail {
             observed: unix_nanos_now(),
             tally,
         };
-        if size < tracked.read_pos {
+        // copytruncate cuts the file to 0 and the app writes on: usually the file is now
+        // shorter than our position, but if the app wrote past it before we looked, only
+        // the changed first line tells. Checked before reading, so we never read from
+        // the middle of the new content.
+        let rewritten = size > tracked.read_pos
+            && tracked.identity.fingerprint_len > 0
+            && !same_file(&tracked.file, &tracked.identity, size);
+        if size < tracked.read_pos || rewritten {
             // copytruncate: logrotate copied the file, then cut it to 0. What was written
             // after our last read is in the copy: read it there first, then start again.
             let copy = find_copy(&tracked.current_path, &tracked.identity, tracked.read_pos);
@@ -953,24 +959,18 @@ fn restart_from_zero(tracked: &mut TrackedFile) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Re-reads the first bytes: if they changed, the file was truncated and rewritten
-/// between two looks; if the fingerprint was taken short, it is extended.
-fn check_fingerprint(tracked: &mut TrackedFile, metrics: &TailMetrics) {
+/// Extends a fingerprint taken while the first line was still being written. (A
+/// changed first line is a truncation; `read_file` alone handles those, so that the
+/// unread rest is recovered from the copy whichever look notices first.)
+fn extend_fingerprint(tracked: &mut TrackedFile) {
     let Ok(meta) = tracked.file.metadata() else {
         return;
     };
     let size = meta.len();
-    let len = tracked.identity.fingerprint_len as u64;
-    if len > 0 && !same_file(&tracked.file, &tracked.identity, size) {
-        metrics.file_event(
-            "truncated",
-            &tracked.path,
-            "first bytes changed (copytruncate); reading from the start",
-        );
-        let _ = restart_from_zero(tracked);
-        return;
-    }
-    if !tracked.identity.complete && size > len {
+    if !tracked.identity.complete
+        && size > tracked.identity.fingerprint_len as u64
+        && same_file(&tracked.file, &tracked.identity, size)
+    {
         // A failure here leaves the provisional fingerprint; the next look retries.
         let _ = tracked.reidentify(size);
     }
