@@ -272,8 +272,22 @@ fn take_special(
     }
 }
 
+/// A W3C trace id (32 hex digits) or span id (16). Branch-free over the bytes: the
+/// early-exit `all(is_ascii_hexdigit)` was a visible share of the hot path.
 fn is_hex_id(raw: &[u8]) -> bool {
-    (raw.len() == 32 || raw.len() == 16) && raw.iter().all(u8::is_ascii_hexdigit)
+    const HEX: [u8; 256] = {
+        let mut table = [0u8; 256];
+        let mut c = 0;
+        while c < 256 {
+            let b = c as u8;
+            if b.is_ascii_hexdigit() {
+                table[c] = 1;
+            }
+            c += 1;
+        }
+        table
+    };
+    (raw.len() == 32 || raw.len() == 16) && raw.iter().fold(1u8, |ok, &c| ok & HEX[c as usize]) == 1
 }
 
 /// Maps a level name (structlog's, Python logging's, or common aliases; any case) to
@@ -369,6 +383,15 @@ mod tests {
           status=Int(200) (Number)
           duration_ms=Double(35.2) (Number)
         "#);
+    }
+
+    #[test]
+    fn hex_ids() {
+        assert!(is_hex_id(b"0123456789abcdefABCDEF0123456789"));
+        assert!(is_hex_id(b"0123456789abcdef"));
+        assert!(!is_hex_id(b"0123456789abcdeg"));
+        assert!(!is_hex_id(b"0123456789abcde"));
+        assert!(!is_hex_id(b"0123456789abcdef0123456789abcde\xff"));
     }
 
     #[test]
