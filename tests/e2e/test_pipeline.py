@@ -661,8 +661,8 @@ def test_sigterm_exits_0_and_restart_neither_loses_nor_duplicates(tmp_path):
 @pytest.mark.timeout(120)
 def test_metrics_pass_promtool_check(tmp_path):
     promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (Debian package `prometheus`)")
+    # tests/setup.sh installs it (Debian package `prometheus`): its absence is a failure.
+    assert promtool, "promtool not found: run tests/setup.sh (apt-get install prometheus)"
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "app.log").write_bytes(
