@@ -506,6 +506,19 @@ impl FileTail {
                 ),
             }
         }
+        // A rotation storm (RotatingFileHandler renaming .1 → .2 → …) can move a file
+        // between the listing and the stat; before calling a file rotated away, look
+        // once more.
+        let missing = self
+            .files
+            .iter()
+            .any(|(key, f)| f.rotated_since.is_none() && !present.contains(key));
+        if missing {
+            present.extend(self.discovery.scan().iter().filter_map(|path| {
+                let meta = std::fs::metadata(path).ok()?;
+                Some((meta.dev(), meta.ino()))
+            }));
+        }
         for (key, tracked) in self.files.iter_mut() {
             if !present.contains(key) && tracked.rotated_since.is_none() {
                 tracked.rotated_since = Some(now);
