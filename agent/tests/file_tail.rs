@@ -480,3 +480,35 @@ async fn copytruncate_refilled_past_the_read_position_is_caught_by_the_first_lin
     );
     tail.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_larger_than_a_batch_is_read_to_its_end() {
+    let (_dir, store, logs) = setup();
+    let path = logs.join("app.log");
+    append(&path, line("a1").as_bytes());
+    let config = || source(&logs, "app.log", Format::Structlog, StartAt::Beginning);
+    let mut tail = Tail::start(config(), &store);
+    tail.wait_for(1).await;
+    let marks = tail.stop().await;
+    store.commit_marks(marks.iter(), 0).unwrap();
+    // Megabytes the agent never read before copytruncate: several batches' worth.
+    let backlog: String = (0..40_000).map(|i| line(&format!("b{i}"))).collect();
+    assert!(backlog.len() > 1_000_000, "{}", backlog.len());
+    append(&path, backlog.as_bytes());
+    std::fs::copy(&path, logs.join("app.log.1")).unwrap();
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&path, line("c1").as_bytes());
+    let mut tail = Tail::start(config(), &store);
+    let seen = tail.wait_for(40_001).await.to_vec();
+    assert_eq!(seen.len(), 40_001);
+    assert_eq!(seen[0].body, "b0");
+    assert_eq!(seen[39_999].body, "b39999");
+    assert_eq!(seen[40_000].body, "c1");
+    assert_eq!(seen[40_000].offset, 0);
+    tail.stop().await;
+}

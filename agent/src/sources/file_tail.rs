@@ -183,6 +183,9 @@ struct TrackedFile {
     partial_truncated: bool,
     folding: Option<Folding>,
     folder: Folder,
+    /// Reading the rest of the previous generation from a copytruncate copy: `file`
+    /// is then the copy, and this holds the live file to go back to.
+    draining: Option<Draining>,
     /// When it left the globs (renamed away or deleted).
     rotated_since: Option<Instant>,
     last_data: Instant,
@@ -358,14 +361,14 @@ impl FileTail {
         };
         let mut batch = new_batch();
         let mut tally = Tally::default();
-        self.rescan(true, &mut batch, &mut tally);
+        self.rescan(true, &mut batch);
         self.ready.store(true, Ordering::Relaxed);
         let mut last_rescan = Instant::now();
         while !shutdown.is_cancelled() {
             if self.waker.rescan.swap(false, Ordering::Relaxed)
                 || last_rescan.elapsed() >= RESCAN_INTERVAL
             {
-                self.rescan(false, &mut batch, &mut tally);
+                self.rescan(false, &mut batch);
                 last_rescan = Instant::now();
             }
             let mut read_any = false;
@@ -469,7 +472,7 @@ impl FileTail {
 
     /// Lists the globs: new files are opened, renamed ones followed, vanished ones
     /// marked rotated. `initial` applies `start_at` and stored checkpoints.
-    fn rescan(&mut self, initial: bool, batch: &mut LogBatch, tally: &mut Tally) {
+    fn rescan(&mut self, initial: bool, batch: &mut LogBatch) {
         self.watch_dirs();
         let now = Instant::now();
         let mut present: Vec<(u64, u64)> = Vec::new();
@@ -492,10 +495,7 @@ impl FileTail {
                 continue;
             }
             match self.open(&path, initial) {
-                Ok((mut tracked, rescue)) => {
-                    if let Some(rescue) = rescue {
-                        self.drain_rescue(&mut tracked, rescue, batch, tally);
-                    }
+                Ok(tracked) => {
                     let index = mark_index(batch, &self.config.name, &tracked);
                     batch.files[index] = tracked.mark(&self.config.name, false);
                     self.files.insert(key, tracked);
@@ -536,57 +536,6 @@ impl FileTail {
         self.publish_status();
     }
 
-    /// Reads the unread rest of a file's previous generation from its copytruncate copy,
-    /// as records of that generation (its own `file_id`, a closed mark).
-    fn drain_rescue(
-        &mut self,
-        tracked: &mut TrackedFile,
-        rescue: Rescue,
-        batch: &mut LogBatch,
-        tally: &mut Tally,
-    ) {
-        batch.files.push(FileMark {
-            source: self.config.name.clone(),
-            path: tracked.path.clone(),
-            identity: rescue.identity,
-            checkpoint: rescue.offset,
-            closed: true,
-        });
-        let mut emitter = Emitter {
-            parser: &self.parser,
-            file_index: (batch.files.len() - 1) as u32,
-            observed: unix_nanos_now(),
-            tally,
-        };
-        let live = std::mem::replace(&mut tracked.file, rescue.copy);
-        let (live_identity, live_start) = (tracked.identity, tracked.read_pos);
-        tracked.identity = rescue.identity;
-        tracked.read_pos = rescue.offset;
-        let read = read_lines(
-            tracked,
-            &mut self.chunk,
-            &mut emitter,
-            batch,
-            self.config.max_line_bytes,
-            u64::MAX,
-        );
-        emitter.flush_partial(tracked, batch);
-        emitter.flush_folding(tracked, batch);
-        tracked.file = live;
-        tracked.identity = live_identity;
-        tracked.read_pos = live_start;
-        tracked.partial_start = live_start;
-        tracked.folder = Folder::default();
-        let detail = match read {
-            Ok((bytes, _)) => format!(
-                "{bytes} bytes written before the truncation recovered from the copy {}",
-                rescue.copy_path.display()
-            ),
-            Err(e) => format!("cannot read the copy {}: {e}", rescue.copy_path.display()),
-        };
-        self.metrics.file_event("recovered", &tracked.path, &detail);
-    }
-
     fn watch_dirs(&mut self) {
         let Some(watcher) = self.watcher.as_mut() else {
             return;
@@ -605,11 +554,7 @@ impl FileTail {
         }
     }
 
-    fn open(
-        &mut self,
-        path: &Path,
-        initial: bool,
-    ) -> std::io::Result<(TrackedFile, Option<Rescue>)> {
+    fn open(&mut self, path: &Path, initial: bool) -> std::io::Result<TrackedFile> {
         let mut file = File::open(path)?;
         let meta = file.metadata()?;
         let size = meta.len();
@@ -624,12 +569,8 @@ impl FileTail {
                 // Shrunk, or other first bytes: copytruncate while the agent was stopped
                 // (its copy beside the file holds the unread rest) or a new file that
                 // reuses the inode. Either way the file itself is read from the start.
-                rescue = find_copy(path, &cp.identity, cp.offset).map(|(copy_path, copy)| Rescue {
-                    copy_path,
-                    copy,
-                    identity: cp.identity,
-                    offset: cp.offset,
-                });
+                rescue = find_copy(path, &cp.identity, cp.offset)
+                    .map(|(copy_path, copy)| (copy_path, copy, cp));
                 (
                     0,
                     "file truncated or replaced while the agent was stopped; reading from the start",
@@ -656,11 +597,26 @@ impl FileTail {
             partial_truncated: false,
             folding: None,
             folder: Folder::default(),
+            draining: None,
             rotated_since: None,
             last_data: now,
             size,
         };
-        Ok((tracked, rescue))
+        let mut tracked = tracked;
+        if let Some((copy_path, copy, cp)) = rescue {
+            // Read the previous generation's rest from the copy first, as that
+            // generation (its identity, its offsets); `read_file` then switches back.
+            let live = std::mem::replace(&mut tracked.file, copy);
+            tracked.identity = cp.identity;
+            tracked.read_pos = cp.offset;
+            tracked.partial_start = cp.offset;
+            tracked.draining = Some(Draining {
+                live,
+                copy_path,
+                from: cp.offset,
+            });
+        }
+        Ok(tracked)
     }
 
     /// Reads what the file has now, up to its turn's worth.
@@ -692,50 +648,44 @@ impl FileTail {
         // shorter than our position, but if the app wrote past it before we looked, only
         // the changed first line tells. Checked before reading, so we never read from
         // the middle of the new content.
-        let rewritten = size > tracked.read_pos
+        let rewritten = tracked.draining.is_none()
+            && size > tracked.read_pos
             && tracked.identity.fingerprint_len > 0
             && !same_file(&tracked.file, &tracked.identity, size);
-        if size < tracked.read_pos || rewritten {
+        if tracked.draining.is_none() && (size < tracked.read_pos || rewritten) {
             // copytruncate: logrotate copied the file, then cut it to 0. What was written
-            // after our last read is in the copy: read it there first, then start again.
-            let copy = find_copy(&tracked.current_path, &tracked.identity, tracked.read_pos);
-            let recovered = match copy {
+            // after our last read is in the copy: read it there first (over as many
+            // turns as it takes), then start the live file again from 0.
+            match find_copy(&tracked.current_path, &tracked.identity, tracked.read_pos) {
                 Some((copy_path, copy)) => {
-                    let live = std::mem::replace(&mut tracked.file, copy);
-                    let read = read_lines(
-                        tracked,
-                        &mut self.chunk,
-                        &mut emitter,
-                        batch,
-                        max_line,
-                        u64::MAX,
+                    self.metrics.file_event(
+                        "truncated",
+                        &tracked.path,
+                        &format!(
+                            "file truncated (copytruncate); reading its unread rest from the copy {}",
+                            copy_path.display()
+                        ),
                     );
-                    tracked.file = live;
-                    Some((copy_path, read?.0))
+                    let live = std::mem::replace(&mut tracked.file, copy);
+                    let from = tracked.read_pos;
+                    tracked.draining = Some(Draining {
+                        live,
+                        copy_path,
+                        from,
+                    });
                 }
-                None => None,
-            };
-            // The old generation is over: its last partial line will not be completed.
-            emitter.flush_partial(tracked, batch);
-            emitter.flush_folding(tracked, batch);
-            let detail = match &recovered {
-                Some((path, bytes)) => format!(
-                    "file shrank below the read position (copytruncate); {bytes} unread bytes recovered from the copy {}; reading from the start",
-                    path.display()
-                ),
                 None => {
-                    "file shrank below the read position (copytruncate); reading from the start"
-                        .to_string()
+                    self.metrics.file_event(
+                        "truncated",
+                        &tracked.path,
+                        "file truncated (copytruncate); no copy with unread lines beside it; reading from the start",
+                    );
+                    end_generation(tracked, &mut emitter, batch)?;
+                    emitter.file_index = mark_index(batch, source, tracked) as u32;
                 }
-            };
-            self.metrics.file_event("truncated", &tracked.path, &detail);
-            let old = &mut batch.files[emitter.file_index as usize];
-            old.checkpoint = tracked.read_pos;
-            old.closed = true;
-            restart_from_zero(tracked)?;
-            emitter.file_index = mark_index(batch, source, tracked) as u32;
+            }
         }
-        let (total, full) = read_lines(
+        let (total, stop) = read_lines(
             tracked,
             &mut self.chunk,
             &mut emitter,
@@ -743,7 +693,24 @@ impl FileTail {
             max_line,
             FILE_TURN_BYTES,
         )?;
-        let mut result = if full {
+        if stop == Stop::Eof
+            && let Some(draining) = tracked.draining.take()
+        {
+            // The copy is read to its end: the previous generation is complete.
+            let recovered = tracked.read_pos - draining.from;
+            tracked.file = draining.live;
+            end_generation(tracked, &mut emitter, batch)?;
+            emitter.file_index = mark_index(batch, source, tracked) as u32;
+            self.metrics.file_event(
+                "recovered",
+                &tracked.path,
+                &format!(
+                    "{recovered} bytes written before the truncation read from the copy {}; reading the file from the start",
+                    draining.copy_path.display()
+                ),
+            );
+        }
+        let mut result = if stop == Stop::Full {
             ReadResult::BatchFull
         } else {
             ReadResult::Done { bytes: 0 }
@@ -826,9 +793,17 @@ impl FileTail {
     }
 }
 
+/// Why `read_lines` stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Eof,
+    Full,
+    /// Read `limit` bytes: other files get their turn.
+    Turn,
+}
+
 /// Reads `tracked.file` from its position until EOF, `limit` bytes, or a full batch,
-/// turning complete lines into records. Returns the bytes read and whether the batch
-/// is full.
+/// turning complete lines into records. Returns the bytes read and why it stopped.
 fn read_lines(
     tracked: &mut TrackedFile,
     chunk: &mut [u8],
@@ -836,12 +811,12 @@ fn read_lines(
     batch: &mut LogBatch,
     max_line: usize,
     limit: u64,
-) -> std::io::Result<(u64, bool)> {
+) -> std::io::Result<(u64, Stop)> {
     let mut total = 0u64;
     loop {
         let n = tracked.file.read(chunk)?;
         if n == 0 {
-            return Ok((total, false));
+            return Ok((total, Stop::Eof));
         }
         let base = tracked.read_pos;
         tracked.read_pos += n as u64;
@@ -879,10 +854,10 @@ fn read_lines(
                 .extend_from_slice(&rest[..rest.len().min(room)]);
         }
         if batch.buf.len() >= BATCH_BYTES || batch.records.len() >= BATCH_RECORDS {
-            return Ok((total, true));
+            return Ok((total, Stop::Full));
         }
         if total >= limit {
-            return Ok((total, false));
+            return Ok((total, Stop::Turn));
         }
     }
 }
@@ -930,12 +905,13 @@ fn find_copy(path: &Path, identity: &FileIdentity, offset: u64) -> Option<(PathB
     })
 }
 
-/// The unread rest of a file's previous generation, in the copy copytruncate made.
-struct Rescue {
+/// The live file, set aside while the previous generation's rest is read from the
+/// copy logrotate's copytruncate made.
+struct Draining {
+    live: File,
     copy_path: PathBuf,
-    copy: File,
-    identity: FileIdentity,
-    offset: u64,
+    /// Where reading the copy started.
+    from: u64,
 }
 
 enum ReadResult {
@@ -957,6 +933,22 @@ fn mark_index(batch: &mut LogBatch, source: &Arc<str>, tracked: &TrackedFile) ->
     }
     batch.files.push(tracked.mark(source, false));
     batch.files.len() - 1
+}
+
+/// Finishes a file's generation (a truncation): its last partial line and folded
+/// record are emitted, its mark closed at the final offset, and reading restarts at 0
+/// under the new content's identity.
+fn end_generation(
+    tracked: &mut TrackedFile,
+    emitter: &mut Emitter<'_>,
+    batch: &mut LogBatch,
+) -> std::io::Result<()> {
+    emitter.flush_partial(tracked, batch);
+    emitter.flush_folding(tracked, batch);
+    let old = &mut batch.files[emitter.file_index as usize];
+    old.checkpoint = tracked.read_pos;
+    old.closed = true;
+    restart_from_zero(tracked)
 }
 
 fn restart_from_zero(tracked: &mut TrackedFile) -> std::io::Result<()> {
