@@ -244,7 +244,7 @@ impl LogRecord {
 }
 
 /// Identity of a file across renames and restarts: device and inode, plus a fingerprint
-/// of its first bytes so that a new file which reuses a deleted file's inode is not
+/// of its first line so that a new file which reuses a deleted file's inode is not
 /// mistaken for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FileIdentity {

@@ -4,14 +4,15 @@
 //!
 //! How it keeps "nothing lost, nothing doubled":
 //! - A file is known by its `FileIdentity` (device, inode and a fingerprint of its first
-//!   bytes), not its name: a file renamed within the globs keeps being read where it was,
+//!   line), not its name: a file renamed within the globs keeps being read where it was,
 //!   a new file at an old name is a new file, and a new file that reuses a deleted file's
 //!   inode is told apart by its fingerprint.
 //! - A file that leaves the globs (renamed by rotation, or deleted) keeps being read
 //!   through its open descriptor until it has been idle for `rotate_wait`: an app with a
 //!   plain `FileHandler` keeps writing into the renamed file.
-//! - A file that shrinks below the read position was truncated (copytruncate) and is read
-//!   again from 0; so is one whose first bytes no longer match its fingerprint.
+//! - A file that shrinks below the read position was truncated (copytruncate); so was one
+//!   whose first line no longer matches its fingerprint. What it had unread is read from
+//!   logrotate's copy beside it (`draining`), then the file again from 0.
 //! - Each batch carries, per file, the offset before which every record has been emitted.
 //!   The sink stage commits it to the state store only once the batch is durable, so a
 //!   crash repeats at most what was read since the last commit, never skips anything.
