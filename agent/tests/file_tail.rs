@@ -166,6 +166,18 @@ fn line(event: &str) -> String {
     format!("{{\"event\": \"{event}\", \"level\": \"info\"}}\n")
 }
 
+/// What logrotate's `copytruncate` does: copy the file aside, then cut it to 0 in place
+/// (same inode).
+fn copytruncate(path: &Path, copy: &Path) {
+    std::fs::copy(path, copy).unwrap();
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 fn bodies(seen: &[Seen]) -> Vec<&str> {
     seen.iter().map(|s| s.body.as_str()).collect()
 }
@@ -392,13 +404,7 @@ async fn copytruncate_while_stopped_recovers_the_unread_rest_from_the_copy() {
     store.commit_marks(marks.iter(), 0).unwrap();
     // While the agent is down the app writes more, then logrotate copies and truncates.
     append(&path, (line("b1") + &line("b2")).as_bytes());
-    std::fs::copy(&path, logs.join("app.log.1")).unwrap();
-    File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    copytruncate(&path, &logs.join("app.log.1"));
     append(&path, line("c1").as_bytes());
     let mut tail = Tail::start(
         source(&logs, "app.log", Format::Structlog, StartAt::Beginning),
@@ -454,13 +460,7 @@ async fn copytruncate_refilled_past_the_read_position_is_caught_by_the_first_lin
     let first = tail.wait_for(2).await.to_vec();
     // Unread b1, then copytruncate, then the app writes more than was read before.
     append(&path, line("b1").as_bytes());
-    std::fs::copy(&path, logs.join("app.log.1")).unwrap();
-    File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    copytruncate(&path, &logs.join("app.log.1"));
     let refill: String = (0..5).map(|i| line(&format!("c{i}"))).collect();
     append(&path, refill.as_bytes());
     assert!(refill.len() > 2 * line("a1").len());
@@ -495,13 +495,7 @@ async fn a_copy_larger_than_a_batch_is_read_to_its_end() {
     let backlog: String = (0..40_000).map(|i| line(&format!("b{i}"))).collect();
     assert!(backlog.len() > 1_000_000, "{}", backlog.len());
     append(&path, backlog.as_bytes());
-    std::fs::copy(&path, logs.join("app.log.1")).unwrap();
-    File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    copytruncate(&path, &logs.join("app.log.1"));
     append(&path, line("c1").as_bytes());
     let mut tail = Tail::start(config(), &store);
     let seen = tail.wait_for(40_001).await.to_vec();
