@@ -20,6 +20,7 @@ pub mod config;
 pub mod event;
 pub mod export;
 pub mod parse;
+pub mod rules;
 pub mod sources;
 pub mod state;
 pub mod telemetry;
