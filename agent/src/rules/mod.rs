@@ -3,4 +3,5 @@
 
 pub mod ast;
 pub mod labels;
+pub mod sketch;
 pub mod template;
