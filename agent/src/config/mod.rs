@@ -3,7 +3,7 @@
 //! problem at once as `file:line:col: message` rather than stopping at the first.
 
 mod raw;
-mod validate;
+pub(crate) mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
