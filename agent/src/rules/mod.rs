@@ -3,3 +3,5 @@
 
 pub mod ast;
 pub mod labels;
+mod lexer;
+pub mod parser;
