@@ -438,8 +438,21 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    // Debug formatting of a str is a valid double-quoted string literal in the language.
-    write!(f, "{s:?}")
+    // Debug formatting of a str is a valid double-quoted string literal in the language
+    // (the lexer accepts its `\u{…}` escapes), except for NUL: Debug writes `\0`, which
+    // followed by two digits would read back as an octal escape, so NUL is `\x00`.
+    if !s.contains('\0') {
+        return write!(f, "{s:?}");
+    }
+    f.write_str("\"")?;
+    for (i, part) in s.split('\0').enumerate() {
+        if i > 0 {
+            f.write_str("\\x00")?;
+        }
+        let quoted = format!("{part:?}");
+        f.write_str(quoted.get(1..quoted.len() - 1).unwrap_or_default())?;
+    }
+    f.write_str("\"")
 }
 
 fn write_labels(f: &mut fmt::Formatter<'_>, labels: &[String]) -> fmt::Result {

@@ -3,5 +3,7 @@
 
 pub mod ast;
 pub mod labels;
+mod lexer;
+pub mod parser;
 pub mod sketch;
 pub mod template;
