@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test setup lint unit e2e bench
+.PHONY: demo test setup lint unit rules e2e bench
 
 ## demo: the structlog app and sidewatch tailing it; records and metrics on screen
 demo: setup
@@ -12,7 +12,7 @@ demo: setup
 	.venv/bin/python deploy/demo/demo.py
 
 ## test: everything CI runs — format, lints, unit and snapshot tests, end-to-end tests
-test: setup lint unit e2e
+test: setup lint unit rules e2e
 
 setup:
 	tests/setup.sh
@@ -23,6 +23,10 @@ lint:
 
 unit:
 	$(CARGO) test --workspace
+
+## rules: the default rule pack's unit tests, through `sidewatch test` as users run them
+rules:
+	$(CARGO) run -q -p sidewatch -- test rules/tests/python-service.test.yaml rules/tests/spec-example.yaml
 
 e2e:
 	$(CARGO) build -p sidewatch

@@ -27,6 +27,21 @@ pub enum Command {
     Run,
     /// Validate the config; print every problem as file:line:col and exit 1 if any
     Check,
+    /// Run rule unit tests (like `promtool test rules`); exit 0 when all pass, 1 otherwise
+    Test {
+        /// Rule test files
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run the configured rules over recorded logs and print what would have fired
+    Replay {
+        /// A recorded log file (repeat for more); records' own timestamps are the clock
+        #[arg(long = "from", required = true)]
+        from: Vec<PathBuf>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "table")]
+        format: crate::replay::ReplayFormat,
+    },
     /// Exit 0 if a running agent's /healthz answers (for container HEALTHCHECK)
     Healthcheck {
         /// The agent's API [default: http://<api.listen of the config>, else http://127.0.0.1:9777]
@@ -51,6 +66,17 @@ pub fn check(explicit: Option<&std::path::Path>) -> ExitCode {
             for warning in &config.warnings {
                 eprintln!("warning: {warning}");
             }
+            let rules = match crate::rules::load(&config.rules) {
+                Ok(rules) => rules,
+                Err(errors) => {
+                    for error in &errors {
+                        eprintln!("{error}");
+                    }
+                    let n = errors.len();
+                    eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+                    return ExitCode::FAILURE;
+                }
+            };
             let sources: Vec<String> = config
                 .logs
                 .iter()
@@ -61,6 +87,27 @@ pub fn check(explicit: Option<&std::path::Path>) -> ExitCode {
                 config.origin(),
                 config.logs.len(),
                 sources.join("; ")
+            );
+            for warning in &rules.warnings {
+                eprintln!("warning: {warning}");
+            }
+            let count: usize = rules.groups.iter().map(|g| g.rules.len()).sum();
+            let files: Vec<String> = if config.rules.builtin_pack {
+                vec![crate::rules::BUILTIN_PACK_NAME.to_string()]
+            } else {
+                rules
+                    .files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect()
+            };
+            println!(
+                "{}: ok: {} rule group(s), {count} rule(s) from {} file(s){}{}",
+                config.origin(),
+                rules.groups.len(),
+                files.len(),
+                if files.is_empty() { "" } else { ": " },
+                files.join(", ")
             );
             ExitCode::SUCCESS
         }
@@ -105,6 +152,41 @@ pub async fn healthcheck(explicit: Option<&std::path::Path>, url: Option<String>
         }
         Err(_) => {
             eprintln!("unhealthy: {target} did not answer within 5s");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sidewatch test`.
+pub fn test(files: &[PathBuf]) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if crate::rules::unittest::run_files(files, &mut out) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `sidewatch replay`.
+pub fn replay(
+    explicit: Option<&std::path::Path>,
+    from: &[PathBuf],
+    format: crate::replay::ReplayFormat,
+) -> ExitCode {
+    let config = match load_config(explicit) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match crate::replay::run(&config, from, format, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

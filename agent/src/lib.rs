@@ -9,6 +9,10 @@
 //! - `sources/`: `file_tail` (and its `discovery` of glob matches)
 //! - `event`: the record types that flow between components
 //! - `parse/`: structlog, json, logfmt and text parsers — pure
+//! - `rules/`: the expression language, rule files, the incremental evaluator, alert
+//!   states, `sidewatch test` — pure
+//! - `rule_runner`: runs the rule engine live (schedule, reload, saved state)
+//! - `replay`: `sidewatch replay`, the rules over recorded logs
 //! - `export/`: the sink stage (file / stdout / blackhole outputs) and checkpoint commits
 //! - `state`: the one state store under `data_dir`
 //! - `api/`: the HTTP API and `/metrics`
@@ -20,6 +24,8 @@ pub mod config;
 pub mod event;
 pub mod export;
 pub mod parse;
+pub mod replay;
+pub mod rule_runner;
 pub mod rules;
 pub mod sources;
 pub mod state;

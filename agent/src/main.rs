@@ -11,6 +11,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check) => cli::check(cli.config.as_deref()),
+        Some(Command::Test { files }) => cli::test(&files),
+        Some(Command::Replay { from, format }) => cli::replay(cli.config.as_deref(), &from, format),
         Some(Command::Healthcheck { url }) => {
             runtime().block_on(cli::healthcheck(cli.config.as_deref(), url))
         }

@@ -17,6 +17,9 @@ use crate::event::{FileIdentity, FileMark};
 const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("file_checkpoints");
 /// Sources that have committed at least once: `start_at` applies only before that.
 const SOURCES_SEEN: TableDefinition<&str, u64> = TableDefinition::new("sources_seen");
+/// `"engine"` → JSON `rules::engine::EngineState`: rule windows, recorded series, alert
+/// states and `for` timers.
+const RULE_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("rule_state");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -92,6 +95,7 @@ impl StateStore {
         let txn = store.db.begin_write()?;
         txn.open_table(CHECKPOINTS)?;
         txn.open_table(SOURCES_SEEN)?;
+        txn.open_table(RULE_STATE)?;
         txn.commit()?;
         Ok(store)
     }
@@ -155,6 +159,23 @@ impl StateStore {
         }
         txn.commit()?;
         Ok(())
+    }
+}
+
+impl StateStore {
+    /// Replaces the rule engine's saved state.
+    pub fn save_rule_state(&self, state: &[u8]) -> Result<(), StateError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(RULE_STATE)?.insert("engine", state)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The rule engine's saved state, if any.
+    pub fn rule_state(&self) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RULE_STATE)?;
+        Ok(table.get("engine")?.map(|v| v.value().to_vec()))
     }
 }
 

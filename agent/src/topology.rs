@@ -19,6 +19,7 @@ use crate::api::{self, ApiState, SourceView};
 use crate::channel::batch_channel;
 use crate::config::Config;
 use crate::export::SinkStage;
+use crate::rule_runner::RuleRunner;
 use crate::sources::file_tail::FileTail;
 use crate::state::StateStore;
 use crate::telemetry::Telemetry;
@@ -87,6 +88,8 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         pipeline.spawn_blocking(move || tail.run(out, recycle, stop));
     }
     drop(batch_tx);
+    let runner = RuleRunner::new(&config, store.clone(), &telemetry)?;
+    let engine = runner.engine();
     let sink = SinkStage::new(
         &config.export,
         store.clone(),
@@ -94,7 +97,15 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         &telemetry,
         recycle,
     )
-    .context("cannot open the record outputs")?;
+    .context("cannot open the record outputs")?
+    .with_rules(engine.clone());
+    let runner = Arc::new(runner);
+    let rules_stop = CancellationToken::new();
+    let rules_task = tokio::spawn({
+        let runner = runner.clone();
+        let stop = rules_stop.clone();
+        async move { runner.run_shared(stop).await }
+    });
     pipeline.spawn_blocking(move || sink.run(batch_rx));
     pipeline.close();
 
@@ -108,6 +119,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         started,
         sources,
         queue,
+        rules: Some(engine),
     });
     let api_stop = CancellationToken::new();
     let api_task = tokio::spawn(api::serve(listener, api_state, api_stop.clone()));
@@ -133,6 +145,13 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
             Outcome::GraceExceeded
         }
     };
+    // The sink has drained: the engine holds every committed record. Stop evaluating and
+    // save its state once more.
+    rules_stop.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), rules_task).await;
+    if outcome == Outcome::Clean {
+        runner.save_final().await;
+    }
     api_stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), api_task).await;
     if outcome == Outcome::Clean {

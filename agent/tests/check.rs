@@ -68,3 +68,41 @@ fn a_missing_file_is_an_error_not_defaults() {
         "{out}"
     );
 }
+
+#[test]
+fn rule_file_problems_are_placed_in_the_rule_file() {
+    let (code, out) = check("bad_rules.yaml");
+    assert_eq!(code, 1, "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn good_rule_files_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sidewatch.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "rules: {{ files: [\"{}/*.yaml\"] }}\n",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../rules")
+                .display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sidewatch"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .expect("sidewatch runs");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        out.contains("ok: 1 rule group(s), 8 rule(s) from 1 file(s)"),
+        "{out}"
+    );
+}

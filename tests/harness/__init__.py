@@ -13,6 +13,7 @@ from .app import StructlogApp
 from .logrotate import Logrotate
 from .ports import free_port
 from .process import LIVE, Process, wait_stable, wait_until
+from .promtool import promtool_check
 from .writer import LineWriter, line_offsets, seqs_in_file
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "free_port",
     "line_offsets",
     "parse_prometheus",
+    "promtool_check",
     "seqs_in_file",
     "series_key",
     "sidewatch_bin",

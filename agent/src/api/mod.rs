@@ -44,11 +44,14 @@ pub struct ApiState {
     pub sources: Vec<SourceView>,
     /// The pipeline's queue between the sources and the sink stage.
     pub queue: QueueDepth,
+    /// The rule engine (alerts, recorded series, rule health).
+    pub rules: Option<crate::rule_runner::SharedEngine>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
     let protected = Router::new()
         .route("/api/v1/status", get(status))
+        .route("/api/v1/alerts", get(alerts))
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -90,7 +93,10 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    let body = state.telemetry.render();
+    let mut body = state.telemetry.render();
+    if let Some(engine) = &state.rules {
+        crate::rule_runner::exposition(engine, &mut body);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -125,7 +131,90 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         "ready": state.ready.load(Ordering::Relaxed),
         "sources": sources,
         "queues": { "log_batches": { "depth": depth, "capacity": capacity } },
+        "rule_groups": state.rules.as_ref().map(rule_groups).unwrap_or_default(),
     }))
+}
+
+fn rfc3339(unix_nanos: i64) -> String {
+    let mut out = Vec::new();
+    crate::parse::time::write_rfc3339(&mut out, unix_nanos);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn rule_groups(engine: &crate::rule_runner::SharedEngine) -> Vec<serde_json::Value> {
+    let engine = crate::rule_runner::lock(engine);
+    engine
+        .rules
+        .groups
+        .iter()
+        .zip(&engine.health)
+        .map(|(group, health)| {
+            let rules: Vec<serde_json::Value> = group
+                .rules
+                .iter()
+                .zip(health)
+                .map(|(rule, h)| {
+                    serde_json::json!({
+                        "name": rule.name,
+                        "type": match rule.kind {
+                            crate::rules::file::RuleKind::Record => "recording",
+                            crate::rules::file::RuleKind::Alert => "alerting",
+                        },
+                        "query": rule.expr_text.trim(),
+                        "health": match (&h.last_evaluation, &h.last_error) {
+                            (None, _) => "unknown",
+                            (Some(_), None) => "ok",
+                            (Some(_), Some(_)) => "err",
+                        },
+                        "last_error": h.last_error,
+                        "last_evaluation": h.last_evaluation.map(rfc3339),
+                        "series": h.series,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": group.name,
+                "file": group.file.display().to_string(),
+                "interval_seconds": group.interval.as_secs_f64(),
+                "rules": rules,
+            })
+        })
+        .collect()
+}
+
+/// Active alerts in the shape of Prometheus' `/api/v1/alerts`.
+async fn alerts(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let alerts: Vec<serde_json::Value> = match &state.rules {
+        Some(engine) => {
+            let engine = crate::rule_runner::lock(engine);
+            engine
+                .active_alerts()
+                .into_iter()
+                .map(|a| {
+                    let labels: serde_json::Map<String, serde_json::Value> = a
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.into()))
+                        .collect();
+                    let annotations: serde_json::Map<String, serde_json::Value> = a
+                        .annotations
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone().into()))
+                        .collect();
+                    serde_json::json!({
+                        "labels": labels,
+                        "annotations": annotations,
+                        "state": a.state.name(),
+                        "activeAt": rfc3339(a.active_at),
+                        "firedAt": a.fired_at.map(rfc3339),
+                        "value": a.value.to_string(),
+                    })
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    Json(serde_json::json!({ "status": "success", "data": { "alerts": alerts } }))
 }
 
 async fn not_found() -> Response {

@@ -29,6 +29,7 @@ pub struct Config {
     pub grace_period: Duration,
     pub api: ApiConfig,
     pub logs: Vec<LogSourceConfig>,
+    pub rules: RulesConfig,
     pub export: ExportConfig,
     /// Things worth telling the user that are not errors.
     pub warnings: Vec<String>,
@@ -94,6 +95,34 @@ pub struct LogSourceConfig {
     pub notify: bool,
 }
 
+/// `rules:`: where the rule files are and how they are evaluated.
+#[derive(Debug, Clone)]
+pub struct RulesConfig {
+    /// Glob patterns of rule files, made absolute against the config file's directory.
+    pub files: Vec<String>,
+    /// Run the default rule pack built into the binary: the config has no `rules:`
+    /// section (or there is no config file).
+    pub builtin_pack: bool,
+    /// The interval of groups that do not set their own.
+    pub evaluation_interval: Duration,
+    /// How far behind the wall clock evaluations run, so records still in flight count.
+    pub evaluation_delay: Duration,
+    /// The most series one log query of the rules may hold (cardinality limit).
+    pub max_series: usize,
+}
+
+impl Default for RulesConfig {
+    fn default() -> RulesConfig {
+        RulesConfig {
+            files: Vec::new(),
+            builtin_pack: true,
+            evaluation_interval: Duration::from_secs(15),
+            evaluation_delay: Duration::from_secs(1),
+            max_series: 10_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ExportConfig {
     pub file: Option<PathBuf>,
@@ -122,6 +151,7 @@ impl Config {
                 "app",
                 vec!["./logs/*.log".into()],
             )],
+            rules: RulesConfig::default(),
             export: ExportConfig::default(),
             warnings: Vec::new(),
         }

@@ -56,7 +56,7 @@ pub(super) struct RawConfig {
     pub(super) probes: Option<Spanned<serde_json::Value>>,
     pub(super) otlp_receiver: Option<Spanned<serde_json::Value>>,
     pub(super) deployments: Option<Spanned<serde_json::Value>>,
-    pub(super) rules: Option<Spanned<serde_json::Value>>,
+    pub(super) rules: Option<Spanned<RawRules>>,
     pub(super) alerting: Option<Spanned<serde_json::Value>>,
 }
 
@@ -95,6 +95,14 @@ pub(super) struct RawFieldNames {
     pub(super) time: Option<S>,
     pub(super) trace_id: Option<S>,
     pub(super) span_id: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRules {
+    pub(super) files: Option<Spanned<Vec<S>>>,
+    pub(super) evaluation_interval: Option<S>,
+    pub(super) evaluation_delay: Option<S>,
+    pub(super) max_series: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_saphyr::Location;
 
-use super::raw::{Node, RawConfig, RawFieldNames, RawLogSource, S};
+use super::raw::{Node, RawConfig, RawFieldNames, RawLogSource, RawRules, S};
 use super::{
-    ApiConfig, Config, ConfigError, ConfigErrors, ExportConfig, LogSourceConfig, Secret,
-    ServiceConfig, StartAt,
+    ApiConfig, Config, ConfigError, ConfigErrors, ExportConfig, LogSourceConfig, RulesConfig,
+    Secret, ServiceConfig, StartAt,
 };
 use crate::parse::{FieldNames, Format};
 
@@ -144,6 +144,12 @@ fn known_keys(section: &[&str]) -> &'static [&'static str] {
             "redact",
         ],
         ["logs", "fields"] => &["message", "level", "time", "trace_id", "span_id"],
+        ["rules"] => &[
+            "files",
+            "evaluation_interval",
+            "evaluation_delay",
+            "max_series",
+        ],
         ["export"] => &["file", "stdout", "blackhole", "otlp"],
         ["export", "file"] => &["path"],
         _ => &[],
@@ -523,13 +529,17 @@ impl Ctx {
             ("probes", &raw.probes),
             ("otlp_receiver", &raw.otlp_receiver),
             ("deployments", &raw.deployments),
-            ("rules", &raw.rules),
             ("alerting", &raw.alerting),
         ] {
             self.warn_inactive(name, value.as_ref().map(|v| v.referenced));
         }
+        let rules = match raw.rules {
+            Some(rules) => self.rules(rules.value),
+            None => defaults.rules,
+        };
         Config {
             path: Some(path.to_path_buf()),
+            rules,
             service,
             data_dir,
             checkpoint_interval,
@@ -538,6 +548,51 @@ impl Ctx {
             logs,
             export,
             warnings: Vec::new(),
+        }
+    }
+
+    fn rules(&mut self, raw: RawRules) -> RulesConfig {
+        let defaults = RulesConfig::default();
+        let files = match raw.files {
+            Some(files) => {
+                let names: Vec<String> =
+                    files.value.iter().filter_map(|f| self.string(f)).collect();
+                names
+                    .iter()
+                    .map(|f| self.relative_to_config(f).to_string_lossy().into_owned())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let evaluation_interval = self.duration(
+            raw.evaluation_interval.as_ref(),
+            defaults.evaluation_interval,
+        );
+        let evaluation_delay = match raw.evaluation_delay.as_ref() {
+            Some(v) if matches!(v.value.0.trim(), "0" | "0s" | "0ms") => Duration::ZERO,
+            other => self.duration(other, defaults.evaluation_delay),
+        };
+        let max_series = match raw.max_series.as_ref() {
+            Some(v) => match self.string(v).map(|s| s.trim().parse::<usize>()) {
+                Some(Ok(n)) if n > 0 => n,
+                Some(_) => {
+                    self.error_at(
+                        v.referenced,
+                        format!("invalid `max_series` `{}`", v.value.0),
+                        Some("a whole number of series per log query, e.g. 10000".into()),
+                    );
+                    defaults.max_series
+                }
+                None => defaults.max_series,
+            },
+            None => defaults.max_series,
+        };
+        RulesConfig {
+            files,
+            builtin_pack: false,
+            evaluation_interval,
+            evaluation_delay,
+            max_series,
         }
     }
 

@@ -34,6 +34,8 @@ pub struct SinkStage {
     recycle: Arc<Mutex<Vec<LogBatch>>>,
     /// Sum over every decoded field (blackhole): keeps the work from being optimized out.
     checksum: u64,
+    /// The rule engine, fed every batch before it is acknowledged.
+    rules: Option<crate::rule_runner::SharedEngine>,
 }
 
 /// How many emptied batches are kept for reuse.
@@ -75,7 +77,14 @@ impl SinkStage {
             events: ComponentEvents::new(telemetry, "records", "sink"),
             recycle,
             checksum: 0,
+            rules: None,
         })
+    }
+
+    /// Feeds every batch to the rule engine too.
+    pub fn with_rules(mut self, engine: crate::rule_runner::SharedEngine) -> SinkStage {
+        self.rules = Some(engine);
+        self
     }
 
     /// Consumes batches until every source has stopped, then makes the last ones
@@ -102,6 +111,9 @@ impl SinkStage {
             };
             let records = batch.records.len() as u64;
             self.events.received.add(records);
+            if let Some(engine) = &self.rules {
+                crate::rule_runner::lock(engine).ingest(&batch);
+            }
             if self.file.is_some() || self.stdout {
                 line.clear();
                 for record in &batch.records {

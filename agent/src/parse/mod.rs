@@ -69,7 +69,7 @@ impl Format {
 }
 
 /// Which record keys hold the message, level, time and trace correlation.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FieldNames {
     pub message: String,
     pub level: String,
