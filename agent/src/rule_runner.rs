@@ -143,6 +143,7 @@ impl RuleRunner {
         let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<&'static str>(4);
         let _watcher = self.watch(reload_tx.clone());
         tokio::spawn(forward_sighup(reload_tx, shutdown.clone()));
+        let mut announced = std::collections::HashSet::new();
         loop {
             let next = lock(&self.engine).next_tick();
             let wait = match next {
@@ -164,6 +165,7 @@ impl RuleRunner {
                     let now = unix_nanos() - delay;
                     let events = lock(&self.engine).advance(now);
                     self.report(&events);
+                    self.report_limits(&mut announced);
                     self.save(now).await;
                 }
             }
@@ -193,6 +195,22 @@ impl RuleRunner {
         let result = tokio::task::spawn_blocking(move || store.save_rule_state(&bytes)).await;
         if let Ok(Err(e)) = result {
             tracing::warn!(component = "rules", "cannot save the rule state: {e}");
+        }
+    }
+
+    /// Says once per log window that it reached `max_series`.
+    fn report_limits(&self, announced: &mut std::collections::HashSet<String>) {
+        let engine = lock(&self.engine);
+        for (window, users) in engine.logs.windows.iter().zip(&engine.window_users) {
+            if window.series_limit_hit && announced.insert(window.key.clone()) {
+                let rules: Vec<String> = users.iter().map(|(g, r)| format!("{g}/{r}")).collect();
+                tracing::warn!(
+                    component = "rules",
+                    rules = ?rules,
+                    max_series = window.max_series,
+                    "a rule's log query reached rules.max_series: records of new series are not counted (sidewatch_rule_series_limited_total); group by fewer or coarser fields, or raise the limit"
+                );
+            }
         }
     }
 

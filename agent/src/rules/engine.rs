@@ -78,6 +78,8 @@ pub struct Engine {
     pub series: SeriesStore,
     options: EngineOptions,
     window_of: HashMap<usize, usize>,
+    /// The rules (group, rule name) that read each log window.
+    pub window_users: Vec<Vec<(String, String)>>,
     /// Per group, per rule.
     alerts: Vec<Vec<AlertSet>>,
     recorded: Vec<Vec<Vec<Labels>>>,
@@ -131,6 +133,7 @@ impl Engine {
         let mut retention = LOOKBACK_NS;
         // First pass: every log range call's window key, width and range.
         struct Plan {
+            users: Vec<(String, String)>,
             key: String,
             width: i64,
             range: i64,
@@ -173,6 +176,7 @@ impl Engine {
                         let width = gcd(range, interval);
                         let i = *by_key.entry(key.clone()).or_insert_with(|| {
                             plans.push(Plan {
+                                users: Vec::new(),
                                 key,
                                 width,
                                 range,
@@ -188,11 +192,17 @@ impl Engine {
                         plan.range = plan.range.max(range);
                         plan.kind = plan.kind.max(kind);
                         plan.calls.push(eval::call_key(call));
+                        let user = (group.name.clone(), rule.name.clone());
+                        if !plan.users.contains(&user) {
+                            plan.users.push(user);
+                        }
                     });
                 }
             }
         }
+        let mut window_users = Vec::new();
         for plan in plans {
+            window_users.push(plan.users);
             let index = logs.windows.len();
             for call in &plan.calls {
                 window_of.insert(*call, index);
@@ -233,6 +243,7 @@ impl Engine {
             series: SeriesStore::new(retention),
             options,
             window_of,
+            window_users,
             alerts,
             recorded,
             health,
@@ -645,5 +656,57 @@ groups:
         assert_eq!(alert.active_at, 2 * S);
         assert_eq!(b.recorded_series(10 * S).len(), 1);
         assert_eq!(b.next_tick(), Some(12 * S));
+    }
+
+    /// A `by (path)` rule over more distinct paths than `max_series`: the window keeps
+    /// its bound, refuses the rest, and says which rule it was.
+    #[test]
+    fn the_series_limit_bounds_a_window_and_is_counted() {
+        let set = super::super::file::load_str(
+            std::path::Path::new("test.yaml"),
+            "groups:\n  - name: g\n    rules:\n      - record: by_path\n        expr: sum by (path) (count_over_time({source=\"app\"}[1m]))\n",
+            Duration::from_secs(1),
+        )
+        .expect("rules load");
+        let mut engine = Engine::new(
+            set,
+            EngineOptions {
+                max_series: 3,
+                ..EngineOptions::default()
+            },
+        );
+        engine.start(0);
+        let parser = crate::parse::LineParser::new(
+            crate::parse::Format::Structlog,
+            crate::parse::Format::Structlog.default_field_names(),
+        );
+        let mut batch = LogBatch::new("app".into());
+        for i in 0..5 {
+            let line = format!(r#"{{"event": "x", "path": "/p{i}"}}"#);
+            let start = batch.buf.len();
+            batch.buf.push_str(&line);
+            let mut record = crate::event::LogRecord {
+                observed_unix_nano: S,
+                time_unix_nano: Some(S),
+                ..Default::default()
+            };
+            parser.parse(
+                &mut batch.buf,
+                crate::event::Span::new(start, start + line.len()),
+                &mut batch.fields,
+                &mut record,
+            );
+            batch.records.push(record);
+        }
+        engine.ingest(&batch);
+        engine.advance(2 * S);
+        assert_eq!(engine.logs.windows[0].series.len(), 3);
+        assert_eq!(engine.logs.windows[0].limited, 2);
+        assert_eq!(engine.counters.series_limited, 2);
+        assert_eq!(
+            engine.window_users[0],
+            vec![("g".to_string(), "by_path".to_string())]
+        );
+        assert_eq!(engine.recorded_series(2 * S).len(), 3);
     }
 }

@@ -496,6 +496,8 @@ pub struct LogWindow {
     pub floor: i64,
     /// The series limit refused a series at least once (for the status).
     pub series_limit_hit: bool,
+    /// Records refused by the series limit, over the window's life.
+    pub limited: u64,
 }
 
 /// What a window is built from: the engine's plan for one distinct log query.
@@ -589,6 +591,7 @@ impl LogWindow {
             key_buf: String::new(),
             floor: i64::MIN,
             series_limit_hit: false,
+            limited: 0,
         }
     }
 
@@ -653,6 +656,7 @@ impl LogWindow {
                 if self.series.len() >= self.max_series {
                     tally.series_limited += 1;
                     self.series_limit_hit = true;
+                    self.limited += 1;
                     return false;
                 }
                 let mut labels = Labels::from_pairs([("source", source), ("file", file)]);
