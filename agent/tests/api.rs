@@ -87,6 +87,22 @@ async fn the_token_guards_everything_but_health_and_metrics() {
         !body.contains("s3cret"),
         "the token leaked into the status: {body}"
     );
+    // The built-in rule pack runs (Config::defaults has no rule files): its groups are in
+    // the status, and the alerts endpoint is guarded and answers in Prometheus' shape.
+    let groups = status["rule_groups"].as_array().expect("rule_groups");
+    assert_eq!(groups[0]["name"], "python-service", "{body}");
+    assert_eq!(groups[0]["rules"].as_array().map(|r| r.len()), Some(8));
+    let (code, _) = http_get(&format!("{base}/api/v1/alerts"), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 401);
+    let (code, body) = http_get(&format!("{base}/api/v1/alerts"), Some("s3cret"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let alerts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(alerts["status"], "success");
+    assert!(alerts["data"]["alerts"].is_array(), "{body}");
     let (code, _) = http_get(&format!("{base}/api/v1/nothing"), Some("s3cret"))
         .await
         .unwrap();
