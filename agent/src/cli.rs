@@ -42,12 +42,54 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: crate::replay::ReplayFormat,
     },
+    /// Tell a running agent that VERSION is now live (from a CI/CD pipeline)
+    Deploy {
+        #[arg(long)]
+        version: String,
+        /// The deployment's id in your pipeline (default: version@time)
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Wait for a deployment's verdict: exit 0 pass, 1 fail, 2 inconclusive or timeout
+    Verify {
+        /// The newest deployment of this version
+        #[arg(long, required_unless_present = "id", conflicts_with = "id")]
+        version: Option<String>,
+        /// Exactly this deployment
+        #[arg(long)]
+        id: Option<String>,
+        /// Block until the verdict (without it: print the state now)
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Probes, firing alerts and deployments of a running agent
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Exit 0 if a running agent's /healthz answers (for container HEALTHCHECK)
     Healthcheck {
         /// The agent's API [default: http://<api.listen of the config>, else http://127.0.0.1:9777]
         #[arg(long)]
         url: Option<String>,
     },
+}
+
+/// How the verbs that talk to a running agent reach it.
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// The agent's API [default: http://127.0.0.1:9777]
+    #[arg(long, default_value = "http://127.0.0.1:9777")]
+    pub url: String,
+    /// Bearer token [default: $SIDEWATCH_TOKEN]
+    #[arg(long, env = "SIDEWATCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Loads the config the way every verb does: the given or default file, else the
@@ -190,4 +232,216 @@ pub fn replay(
             ExitCode::FAILURE
         }
     }
+}
+
+async fn call(
+    api: &ApiArgs,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> Result<(u16, serde_json::Value), String> {
+    let url = format!("{}{path}", api.url.trim_end_matches('/'));
+    let (code, text) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        crate::api::http_request(method, &url, api.token.as_deref(), body),
+    )
+    .await
+    .map_err(|_| format!("{url} did not answer within 10s"))?
+    .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let doc = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    if code == 401 {
+        return Err(format!(
+            "{url}: 401 unauthorized (pass --token or set $SIDEWATCH_TOKEN)"
+        ));
+    }
+    Ok((code, doc))
+}
+
+/// `sidewatch deploy`.
+pub async fn deploy(version: &str, id: Option<String>, api: &ApiArgs) -> ExitCode {
+    let body = serde_json::json!({ "version": version, "id": id }).to_string();
+    match call(api, "POST", "/api/v1/deployments", Some(body)).await {
+        Ok((201, doc)) => {
+            println!(
+                "deployment {} of {} (previous: {}) registered",
+                doc["id"].as_str().unwrap_or("?"),
+                version,
+                doc["previous"].as_str().unwrap_or("none")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((code, doc)) => {
+            eprintln!(
+                "error: the agent answered {code}: {}",
+                doc["error"].as_str().unwrap_or(&doc.to_string())
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_deployment(doc: &serde_json::Value) {
+    println!(
+        "{} {} (previous {}): {}",
+        doc["id"].as_str().unwrap_or("?"),
+        doc["version"].as_str().unwrap_or("?"),
+        doc["previous"].as_str().unwrap_or("none"),
+        doc["verdict"].as_str().unwrap_or("verifying")
+    );
+    for c in doc["checks"].as_array().into_iter().flatten() {
+        let f = |k: &str| {
+            c[k].as_f64()
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or("-".into())
+        };
+        println!(
+            "  {:<16} {:<13} baseline {} current {} (n {}/{}) p {}{}",
+            c["name"].as_str().unwrap_or("?"),
+            c["verdict"].as_str().unwrap_or("running"),
+            f("baseline"),
+            f("current"),
+            c["n_baseline"],
+            c["n_current"],
+            c["p_value"]
+                .as_f64()
+                .map(|p| format!("{p:.2e}"))
+                .unwrap_or("-".into()),
+            c["new_values"]
+                .as_array()
+                .filter(|v| !v.is_empty())
+                .map(|v| format!(
+                    " new: {}",
+                    v.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// `sidewatch verify`: 0 pass, 1 fail, 2 inconclusive or timeout (and errors).
+pub async fn verify(
+    version: Option<String>,
+    id: Option<String>,
+    wait: bool,
+    timeout: std::time::Duration,
+    api: &ApiArgs,
+) -> ExitCode {
+    let key = id.or(version).unwrap_or_default();
+    let path = format!(
+        "/api/v1/deployments/{}",
+        crate::deploy_runner::encode_path(&key)
+    );
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match call(api, "GET", &path, None).await {
+            Ok((200, doc)) => match doc["verdict"].as_str() {
+                Some(verdict) => {
+                    print_deployment(&doc);
+                    return match verdict {
+                        "pass" => ExitCode::SUCCESS,
+                        "fail" => ExitCode::from(1),
+                        _ => ExitCode::from(2),
+                    };
+                }
+                None if doc["initial"].as_bool() == Some(true) => {
+                    print_deployment(&doc);
+                    eprintln!(
+                        "{key} is the initial version this agent saw: there is nothing to verify it against"
+                    );
+                    return ExitCode::from(2);
+                }
+                None if !wait => {
+                    print_deployment(&doc);
+                    return ExitCode::from(2);
+                }
+                None => {}
+            },
+            Ok((404, _)) if wait => {}
+            Ok((code, doc)) => {
+                eprintln!(
+                    "error: the agent answered {code}: {}",
+                    doc["error"].as_str().unwrap_or(&doc.to_string())
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "timed out after {} waiting for the verdict of {key}",
+                humantime::format_duration(timeout)
+            );
+            return ExitCode::from(2);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// `sidewatch status`.
+pub async fn status(api: &ApiArgs) -> ExitCode {
+    let status = match call(api, "GET", "/api/v1/status", None).await {
+        Ok((200, doc)) => doc,
+        Ok((code, doc)) => {
+            eprintln!("error: the agent answered {code}: {doc}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "sidewatch {} — {} ({}), up {:.0}s",
+        status["version"].as_str().unwrap_or("?"),
+        status["service"]["name"].as_str().unwrap_or("?"),
+        status["service"]["environment"].as_str().unwrap_or("?"),
+        status["uptime_seconds"].as_f64().unwrap_or(0.0)
+    );
+    for p in status["probes"].as_array().into_iter().flatten() {
+        println!("probe {}: {}", p["name"].as_str().unwrap_or("?"), p);
+    }
+    if let Ok((200, alerts)) = call(api, "GET", "/api/v1/alerts", None).await {
+        let list = alerts["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let firing: Vec<&serde_json::Value> =
+            list.iter().filter(|a| a["state"] == "firing").collect();
+        println!(
+            "alerts: {} firing, {} pending",
+            firing.len(),
+            list.len() - firing.len()
+        );
+        for a in firing {
+            println!(
+                "  {} {}",
+                a["labels"]["alertname"].as_str().unwrap_or("?"),
+                a["labels"]
+            );
+        }
+    }
+    if let Ok((200, deployments)) = call(api, "GET", "/api/v1/deployments", None).await {
+        println!(
+            "live version: {}",
+            deployments["live"].as_str().unwrap_or("unknown")
+        );
+        let list = deployments["deployments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for d in list.iter().rev().take(5) {
+            print_deployment(d);
+        }
+    }
+    ExitCode::SUCCESS
 }

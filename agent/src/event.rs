@@ -234,6 +234,9 @@ pub struct LogRecord {
     pub span_id: Option<Value>,
     /// Range into `LogBatch::fields`.
     pub attrs: Range<u32>,
+    /// The version the record belongs to: its own version field, else the deployment
+    /// live when it was written (set by the sink stage, not the parser).
+    pub deployment: Option<Value>,
     pub flags: RecordFlags,
 }
 
@@ -331,6 +334,26 @@ impl LogBatch {
         self.fields.clear();
         self.files.clear();
     }
+}
+
+/// One health probe result: what `probes:` produce for the rules (`probe_success`,
+/// `probe_duration_seconds`, `probe_http_status_code`), `/metrics` and deployment
+/// detection (`version`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ProbeSample {
+    pub probe: Arc<str>,
+    /// When the request was sent.
+    pub time_unix_nano: i64,
+    pub success: bool,
+    /// From sending the request to the end of the body (or the failure).
+    pub duration_seconds: f64,
+    /// The response's status, when there was a response.
+    pub status_code: Option<u16>,
+    /// The `version_from` value of the body, when configured and present.
+    pub version: Option<String>,
+    /// Why the probe failed (connection refused, timeout, status 503, `$.status` was
+    /// "degraded", latency 812ms over 500ms…).
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

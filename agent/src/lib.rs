@@ -13,6 +13,9 @@
 //!   states, `sidewatch test` — pure
 //! - `rule_runner`: runs the rule engine live (schedule, reload, saved state)
 //! - `replay`: `sidewatch replay`, the rules over recorded logs
+//! - `deploy/`: deployment detection, per-version evidence, verification statistics — pure
+//! - `deploy_runner`: deployments live (looks, probe boost, peers' baselines, saved state)
+//! - `jsonpath`: the JSONPath subset probes read bodies with
 //! - `export/`: the sink stage (file / stdout / blackhole outputs) and checkpoint commits
 //! - `state`: the one state store under `data_dir`
 //! - `api/`: the HTTP API and `/metrics`
@@ -21,8 +24,11 @@ pub mod api;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod deploy;
+pub mod deploy_runner;
 pub mod event;
 pub mod export;
+pub mod jsonpath;
 pub mod parse;
 pub mod replay;
 pub mod rule_runner;

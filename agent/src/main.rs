@@ -13,6 +13,17 @@ fn main() -> ExitCode {
         Some(Command::Check) => cli::check(cli.config.as_deref()),
         Some(Command::Test { files }) => cli::test(&files),
         Some(Command::Replay { from, format }) => cli::replay(cli.config.as_deref(), &from, format),
+        Some(Command::Deploy { version, id, api }) => {
+            runtime().block_on(cli::deploy(&version, id, &api))
+        }
+        Some(Command::Verify {
+            version,
+            id,
+            wait,
+            timeout,
+            api,
+        }) => runtime().block_on(cli::verify(version, id, wait, timeout, &api)),
+        Some(Command::Status { api }) => runtime().block_on(cli::status(&api)),
         Some(Command::Healthcheck { url }) => {
             runtime().block_on(cli::healthcheck(cli.config.as_deref(), url))
         }

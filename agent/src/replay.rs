@@ -13,11 +13,18 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::config::Config;
+use crate::deploy::{DeploymentEvent, Deployments};
 use crate::event::{FileIdentity, FileMark, LogBatch, LogRecord, Span};
 use crate::parse::LineParser;
 use crate::rule_runner::engine_options;
 use crate::rules::alert::{AlertEvent, AlertState};
 use crate::rules::engine::Engine;
+
+const NS: i64 = 1_000_000_000;
+
+fn ns(d: std::time::Duration) -> i64 {
+    d.as_nanos().min(i64::MAX as u128) as i64
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReplayFormat {
@@ -30,7 +37,12 @@ pub enum ReplayFormat {
 /// One event of the replay, in time order.
 struct Printed {
     time: i64,
-    alert: AlertEvent,
+    event: Event,
+}
+
+enum Event {
+    Alert(AlertEvent),
+    Deployment(DeploymentEvent),
 }
 
 pub fn run(
@@ -43,7 +55,21 @@ pub fn run(
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("{}", text.join("\n"))
     })?;
-    let settle = settle_time(&rules);
+    let settle = settle_time(&rules).max(ns(config.deployments.verify_window) + 60 * NS);
+    let checks = Deployments::checks(&rules.verifications)
+        .map_err(|e| anyhow::anyhow!("invalid verifications:\n{}", e.join("\n")))?;
+    let mut deploys = Deployments::new(
+        &config.deployments,
+        checks,
+        config
+            .logs
+            .iter()
+            .map(|s| (s.name.to_string(), s.fields.clone()))
+            .collect(),
+    );
+    // No probe runs over recorded logs: probe checks are left out of verdicts.
+    deploys.verifier.probes_available = false;
+    let interval = ns(config.rules.evaluation_interval).max(NS);
     let mut engine = Engine::new(rules, engine_options(config));
 
     // Every record of every file, parsed with its source's format, in time order.
@@ -131,35 +157,67 @@ pub fn run(
     }
     engine.start(0);
     let mut printed = Vec::new();
+    let mut last_look = 0i64;
+    // Rules and deployment looks both run on the evaluation grid up to `upto`.
+    let mut advance =
+        |engine: &mut Engine, deploys: &mut Deployments, upto: i64, printed: &mut Vec<Printed>| {
+            for alert in engine.advance(upto) {
+                printed.push(Printed {
+                    time: alert.time + first,
+                    event: Event::Alert(alert),
+                });
+            }
+            while last_look + interval <= upto {
+                last_look += interval;
+                for event in deploys.tick(last_look) {
+                    let time = match &event {
+                        DeploymentEvent::Decided(d) => d.decided_at.unwrap_or(last_look),
+                        DeploymentEvent::Started(d) => d.t0,
+                    };
+                    printed.push(Printed {
+                        time: time + first,
+                        event: Event::Deployment(event),
+                    });
+                }
+            }
+        };
     let mut i = 0;
     while i < order.len() {
         let t = order[i].0;
-        for alert in engine.advance(t - first - 1) {
-            printed.push(Printed {
-                time: alert.time + first,
-                alert,
-            });
-        }
+        advance(&mut engine, &mut deploys, t - first - 1, &mut printed);
         // Every record at this instant, file by file.
         let mut j = i;
         while j < order.len() && order[j].0 == t {
             j += 1;
         }
-        for (b, batch) in batches.iter().enumerate() {
-            let records = order[i..j]
+        for (b, batch) in batches.iter_mut().enumerate() {
+            let indices: Vec<usize> = order[i..j]
                 .iter()
                 .filter(|o| o.1 == b)
-                .map(|o| &batch.records[o.2]);
-            engine.ingest_records(batch, records);
+                .map(|o| o.2)
+                .collect();
+            if indices.is_empty() {
+                continue;
+            }
+            for event in deploys.ingest_indices(batch, &indices) {
+                if let DeploymentEvent::Started(d) = &event {
+                    printed.push(Printed {
+                        time: d.t0 + first,
+                        event: Event::Deployment(event.clone()),
+                    });
+                }
+            }
+            engine.ingest_records(batch, indices.iter().map(|&r| &batch.records[r]));
         }
         i = j;
     }
-    for alert in engine.advance(last - first + settle) {
-        printed.push(Printed {
-            time: alert.time + first,
-            alert,
-        });
-    }
+    advance(
+        &mut engine,
+        &mut deploys,
+        last - first + settle,
+        &mut printed,
+    );
+    printed.sort_by_key(|p| p.time);
     print(&printed, format, out)
 }
 
@@ -208,56 +266,133 @@ fn rfc3339(t: i64) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn print(events: &[Printed], format: ReplayFormat, out: &mut impl Write) -> anyhow::Result<()> {
-    let shown = events
+fn alert_json(time: i64, e: &AlertEvent) -> serde_json::Value {
+    let labels: serde_json::Map<String, serde_json::Value> = e
+        .alert
+        .labels
         .iter()
-        .filter(|e| e.alert.state != AlertState::Pending);
+        .map(|(k, v)| (k.to_string(), v.into()))
+        .collect();
+    serde_json::json!({
+        "time": rfc3339(time),
+        "kind": "alert",
+        "alertname": e.alert.labels.get("alertname").unwrap_or(""),
+        "state": if e.state == AlertState::Firing { "firing" } else { "resolved" },
+        "labels": labels,
+        "value": e.alert.value,
+    })
+}
+
+/// A number as JSON: NaN and infinities (no evidence yet) become null.
+fn num(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+fn deployment_json(time: i64, e: &DeploymentEvent) -> serde_json::Value {
+    match e {
+        DeploymentEvent::Started(d) => serde_json::json!({
+            "time": rfc3339(time),
+            "kind": "deployment",
+            "version": d.version,
+            "previous": d.previous,
+            "initial": d.initial,
+        }),
+        DeploymentEvent::Decided(d) => {
+            let checks: Vec<serde_json::Value> = d
+                .checks
+                .iter()
+                .filter(|c| {
+                    c.note
+                        .as_deref()
+                        .is_none_or(|n| !n.starts_with("no data source"))
+                })
+                .map(|c| {
+                    let mut check = serde_json::json!({
+                        "name": c.name,
+                        "verdict": c.verdict.map(|v| v.name()).unwrap_or("inconclusive"),
+                        "baseline": num(c.baseline),
+                        "current": num(c.current),
+                        "n_baseline": c.n_baseline,
+                        "n_current": c.n_current,
+                        "p_value": num(c.p_value),
+                    });
+                    if !c.new_values.is_empty() {
+                        check["new_values"] = c.new_values.clone().into();
+                    }
+                    check
+                })
+                .collect();
+            serde_json::json!({
+                "time": rfc3339(time),
+                "kind": "verdict",
+                "version": d.version,
+                "previous": d.previous,
+                "verdict": d.verdict.map(|v| v.name()).unwrap_or("inconclusive"),
+                "checks": checks,
+            })
+        }
+    }
+}
+
+fn print(events: &[Printed], format: ReplayFormat, out: &mut impl Write) -> anyhow::Result<()> {
+    let shown: Vec<&Printed> = events
+        .iter()
+        .filter(|e| !matches!(&e.event, Event::Alert(a) if a.state == AlertState::Pending))
+        .collect();
     match format {
         ReplayFormat::Json => {
             for e in shown {
-                let labels: serde_json::Map<String, serde_json::Value> = e
-                    .alert
-                    .alert
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.into()))
-                    .collect();
-                let line = serde_json::json!({
-                    "time": rfc3339(e.time),
-                    "kind": "alert",
-                    "alertname": e.alert.alert.labels.get("alertname").unwrap_or(""),
-                    "state": if e.alert.state == AlertState::Firing { "firing" } else { "resolved" },
-                    "labels": labels,
-                    "value": e.alert.alert.value,
-                });
+                let line = match &e.event {
+                    Event::Alert(a) => alert_json(e.time, a),
+                    Event::Deployment(d) => deployment_json(e.time, d),
+                };
                 writeln!(out, "{line}").context("cannot write the replay")?;
             }
         }
         ReplayFormat::Table => {
             let rows: Vec<[String; 5]> = shown
-                .map(|e| {
-                    let mut labels = e.alert.alert.labels.clone();
-                    labels.remove("alertname");
-                    [
-                        rfc3339(e.time),
-                        e.alert
-                            .alert
-                            .labels
-                            .get("alertname")
-                            .unwrap_or("")
+                .iter()
+                .map(|e| match &e.event {
+                    Event::Alert(a) => {
+                        let mut labels = a.alert.labels.clone();
+                        labels.remove("alertname");
+                        [
+                            rfc3339(e.time),
+                            a.alert.labels.get("alertname").unwrap_or("").to_string(),
+                            if a.state == AlertState::Firing {
+                                "firing"
+                            } else {
+                                "resolved"
+                            }
                             .to_string(),
-                        if e.alert.state == AlertState::Firing {
-                            "firing"
-                        } else {
-                            "resolved"
-                        }
-                        .to_string(),
-                        format!("{}", e.alert.alert.value),
-                        labels.to_string(),
-                    ]
+                            format!("{}", a.alert.value),
+                            labels.to_string(),
+                        ]
+                    }
+                    Event::Deployment(DeploymentEvent::Started(d)) => [
+                        rfc3339(e.time),
+                        format!("deployment {}", d.version),
+                        if d.initial { "initial" } else { "started" }.to_string(),
+                        String::new(),
+                        format!("previous={}", d.previous.as_deref().unwrap_or("-")),
+                    ],
+                    Event::Deployment(DeploymentEvent::Decided(d)) => {
+                        let checks: Vec<String> = d
+                            .checks
+                            .iter()
+                            .filter_map(|c| Some(format!("{}={}", c.name, c.verdict?.name())))
+                            .collect();
+                        [
+                            rfc3339(e.time),
+                            format!("verdict {}", d.version),
+                            d.verdict.map(|v| v.name()).unwrap_or("").to_string(),
+                            String::new(),
+                            checks.join(" "),
+                        ]
+                    }
                 })
                 .collect();
-            let header = ["TIME", "ALERT", "STATE", "VALUE", "LABELS"].map(String::from);
+            let header = ["TIME", "EVENT", "STATE", "VALUE", "DETAILS"].map(String::from);
             let mut widths = header.clone().map(|h| h.len());
             for row in &rows {
                 for (w, cell) in widths.iter_mut().zip(row) {
@@ -276,7 +411,7 @@ fn print(events: &[Printed], format: ReplayFormat, out: &mut impl Write) -> anyh
                 writeln!(out, "{}", line.trim_end()).context("cannot write the replay")?;
             }
             if rows.is_empty() {
-                writeln!(out, "(no alert fired)").context("cannot write the replay")?;
+                writeln!(out, "(nothing fired)").context("cannot write the replay")?;
             }
         }
     }

@@ -20,6 +20,9 @@ const SOURCES_SEEN: TableDefinition<&str, u64> = TableDefinition::new("sources_s
 /// `"engine"` → JSON `rules::engine::EngineState`: rule windows, recorded series, alert
 /// states and `for` timers.
 const RULE_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("rule_state");
+/// `"deployments"` → JSON `deploy::DeploymentState`: history, verdicts, sequential-test
+/// state and per-version evidence.
+const DEPLOY_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("deploy_state");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -96,6 +99,7 @@ impl StateStore {
         txn.open_table(CHECKPOINTS)?;
         txn.open_table(SOURCES_SEEN)?;
         txn.open_table(RULE_STATE)?;
+        txn.open_table(DEPLOY_STATE)?;
         txn.commit()?;
         Ok(store)
     }
@@ -169,6 +173,19 @@ impl StateStore {
         txn.open_table(RULE_STATE)?.insert("engine", state)?;
         txn.commit()?;
         Ok(())
+    }
+
+    pub fn save_deploy_state(&self, state: &[u8]) -> Result<(), StateError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(DEPLOY_STATE)?.insert("deployments", state)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn deploy_state(&self) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEPLOY_STATE)?;
+        Ok(table.get("deployments")?.map(|v| v.value().to_vec()))
     }
 
     /// The rule engine's saved state, if any.

@@ -18,9 +18,11 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, ApiState, SourceView};
 use crate::channel::batch_channel;
 use crate::config::Config;
+use crate::deploy_runner::DeployRunner;
 use crate::export::SinkStage;
 use crate::rule_runner::RuleRunner;
 use crate::sources::file_tail::FileTail;
+use crate::sources::health_probe::HealthProbe;
 use crate::state::StateStore;
 use crate::telemetry::Telemetry;
 
@@ -90,6 +92,42 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     drop(batch_tx);
     let runner = RuleRunner::new(&config, store.clone(), &telemetry)?;
     let engine = runner.engine();
+    let verifications = crate::rule_runner::lock(&engine)
+        .rules
+        .verifications
+        .clone();
+    let deployments = crate::deploy_runner::build(&config, &verifications, &store)?;
+    let (started_tx, started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (boost_tx, boost_rx) = tokio::sync::watch::channel(None);
+    let deploy_runner = Arc::new(DeployRunner::new(
+        &config,
+        deployments.clone(),
+        store.clone(),
+        boost_tx,
+    ));
+    let deploy_stop = CancellationToken::new();
+    let deploy_task = tokio::spawn(deploy_runner.clone().run(started_rx, deploy_stop.clone()));
+    let (probe_tx, probe_rx) = tokio::sync::mpsc::channel(256);
+    for probe in &config.probes {
+        let health = HealthProbe::new(probe.clone())
+            .with_context(|| format!("cannot start probe `{}`", probe.name))?
+            .with_drop_counter(telemetry.counter(
+                "sidewatch_probe_samples_dropped_total",
+                "Probe results dropped because their consumer was behind (counted, logged)",
+                &[("probe", &probe.name)],
+            ));
+        tokio::spawn(health.run(probe_tx.clone(), boost_rx.clone(), shutdown.clone()));
+    }
+    drop(probe_tx);
+    let probe_board = crate::deploy_runner::ProbeBoard::default();
+    tokio::spawn(crate::deploy_runner::consume_probes(
+        probe_board.clone(),
+        probe_rx,
+        engine.clone(),
+        deployments.clone(),
+        telemetry.clone(),
+        started_tx.clone(),
+    ));
     let sink = SinkStage::new(
         &config.export,
         store.clone(),
@@ -98,6 +136,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         recycle,
     )
     .context("cannot open the record outputs")?
+    .with_deployments(deployments.clone(), started_tx.clone())
     .with_rules(engine.clone());
     let runner = Arc::new(runner);
     let rules_stop = CancellationToken::new();
@@ -120,6 +159,8 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         sources,
         queue,
         rules: Some(engine),
+        deployments: Some((deployments.clone(), started_tx)),
+        probes: probe_board,
     });
     let api_stop = CancellationToken::new();
     let api_task = tokio::spawn(api::serve(listener, api_state, api_stop.clone()));
@@ -149,8 +190,11 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     // save its state once more.
     rules_stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), rules_task).await;
+    deploy_stop.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), deploy_task).await;
     if outcome == Outcome::Clean {
         runner.save_final().await;
+        deploy_runner.save().await;
     }
     api_stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), api_task).await;

@@ -96,7 +96,7 @@ fn replay_prints_an_aligned_table_by_default() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");
     assert!(
-        lines[0].starts_with("TIME") && lines[0].contains("ALERT") && lines[0].contains("LABELS"),
+        lines[0].starts_with("TIME") && lines[0].contains("EVENT") && lines[0].contains("DETAILS"),
         "{out}"
     );
     let column = lines[0].find("STATE").unwrap();

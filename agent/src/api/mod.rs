@@ -46,12 +46,25 @@ pub struct ApiState {
     pub queue: QueueDepth,
     /// The rule engine (alerts, recorded series, rule health).
     pub rules: Option<crate::rule_runner::SharedEngine>,
+    /// The last result of each probe.
+    pub probes: crate::deploy_runner::ProbeBoard,
+    /// Deployments, and where announced deployments go for their baseline.
+    pub deployments: Option<(
+        crate::deploy::SharedDeployments,
+        tokio::sync::mpsc::UnboundedSender<crate::deploy::tracker::Deployment>,
+    )>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
     let protected = Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/alerts", get(alerts))
+        .route(
+            "/api/v1/deployments",
+            get(list_deployments).post(announce_deployment),
+        )
+        .route("/api/v1/deployments/{version}", get(get_deployment))
+        .route("/api/v1/baselines/{version}", get(get_baseline))
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -97,6 +110,23 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     if let Some(engine) = &state.rules {
         crate::rule_runner::exposition(engine, &mut body);
     }
+    if let Some((deployments, _)) = &state.deployments {
+        use std::fmt::Write as _;
+        let d = crate::deploy_runner::lock(deployments);
+        let _ = writeln!(
+            body,
+            "# HELP sidewatch_deployment_verdict The verdict of each version's latest verified deployment (1)"
+        );
+        let _ = writeln!(body, "# TYPE sidewatch_deployment_verdict gauge");
+        for (version, verdict) in d.verdict_series() {
+            let version = version.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                body,
+                "sidewatch_deployment_verdict{{version=\"{version}\",verdict=\"{}\"}} 1",
+                verdict.name()
+            );
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -123,6 +153,34 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         })
         .collect();
     let (depth, capacity) = (state.queue.depth(), state.queue.capacity());
+    let probes: Vec<serde_json::Value> = state
+        .probes
+        .lock()
+        .map(|board| {
+            board
+                .values()
+                .map(|p| {
+                    serde_json::json!({
+                        "name": &*p.probe,
+                        "success": p.success,
+                        "time": rfc3339(p.time_unix_nano),
+                        "duration_seconds": p.duration_seconds,
+                        "status_code": p.status_code,
+                        "version": p.version,
+                        "error": p.error,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let deployments = state.deployments.as_ref().map(|(d, _)| {
+        let d = crate::deploy_runner::lock(d);
+        serde_json::json!({
+            "live": d.tracker.live_version(),
+            "verifying": d.verifying(),
+            "latest": d.tracker.live(),
+        })
+    });
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "service": state.service,
@@ -132,6 +190,8 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         "sources": sources,
         "queues": { "log_batches": { "depth": depth, "capacity": capacity } },
         "rule_groups": state.rules.as_ref().map(rule_groups).unwrap_or_default(),
+        "probes": probes,
+        "deployments": deployments,
     }))
 }
 
@@ -214,7 +274,150 @@ async fn alerts(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         }
         None => Vec::new(),
     };
+    let mut alerts = alerts;
+    if let Some((deployments, _)) = &state.deployments {
+        let d = crate::deploy_runner::lock(deployments);
+        // A failed verdict fires `DeploymentVerdict` until the next deployment starts.
+        if let Some(live) = d.tracker.live()
+            && live.verdict == Some(crate::deploy::tracker::Verdict::Fail)
+        {
+            let failed: Vec<&str> = live
+                .checks
+                .iter()
+                .filter(|c| c.verdict == Some(crate::deploy::tracker::Verdict::Fail))
+                .map(|c| c.name.as_str())
+                .collect();
+            alerts.push(serde_json::json!({
+                "labels": {
+                    "alertname": "DeploymentVerdict",
+                    "version": live.version,
+                    "verdict": "fail",
+                    "service": state.service.name,
+                    "environment": state.service.environment,
+                },
+                "annotations": {
+                    "summary": format!(
+                        "version {} is worse than {}: {}",
+                        live.version,
+                        live.previous.as_deref().unwrap_or("the previous version"),
+                        failed.join(", ")
+                    ),
+                },
+                "state": "firing",
+                "activeAt": live.decided_at.map(rfc3339),
+                "firedAt": live.decided_at.map(rfc3339),
+                "value": "1",
+            }));
+        }
+    }
     Json(serde_json::json!({ "status": "success", "data": { "alerts": alerts } }))
+}
+
+fn no_deployments() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "error": "deployments are not enabled" })),
+    )
+        .into_response()
+}
+
+async fn list_deployments(State(state): State<Arc<ApiState>>) -> Response {
+    let Some((deployments, _)) = &state.deployments else {
+        return no_deployments();
+    };
+    let d = crate::deploy_runner::lock(deployments);
+    Json(serde_json::json!({
+        "live": d.tracker.live_version(),
+        "deployments": d.tracker.history,
+    }))
+    .into_response()
+}
+
+/// The newest deployment of a version (or the one with that id).
+async fn get_deployment(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path(version): axum::extract::Path<String>,
+) -> Response {
+    let Some((deployments, _)) = &state.deployments else {
+        return no_deployments();
+    };
+    let d = crate::deploy_runner::lock(deployments);
+    match d.find(&version).or_else(|| d.tracker.find_id(&version)) {
+        Some(deployment) => Json(deployment).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("no deployment of version {version:?}") })),
+        )
+            .into_response(),
+    }
+}
+
+async fn get_baseline(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path(version): axum::extract::Path<String>,
+) -> Response {
+    let Some((deployments, _)) = &state.deployments else {
+        return no_deployments();
+    };
+    let d = crate::deploy_runner::lock(deployments);
+    if !d.verifier.has_version(&version) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(
+                serde_json::json!({ "error": format!("no evidence of version {version:?} here") }),
+            ),
+        )
+            .into_response();
+    }
+    Json(d.verifier.summary(&version)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Announcement {
+    version: String,
+    id: Option<String>,
+    #[serde(default)]
+    meta: serde_json::Value,
+}
+
+async fn announce_deployment(
+    State(state): State<Arc<ApiState>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some((deployments, started)) = &state.deployments else {
+        return no_deployments();
+    };
+    let announcement: Announcement = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({
+                    "error": format!("expected {{\"version\": \"1.4.3\", \"id\": \"...\", \"meta\": {{...}}}}: {e}")
+                })),
+            )
+                .into_response();
+        }
+    };
+    if announcement.version.trim().is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": "`version` is empty" })),
+        )
+            .into_response();
+    }
+    let (deployment, event) = crate::deploy_runner::lock(deployments).announce(
+        announcement.version.trim(),
+        announcement.id,
+        announcement.meta,
+        crate::rule_runner::unix_nanos(),
+    );
+    if let Some(event) = event {
+        crate::deploy_runner::log_event(&event);
+        let _ = started.send(deployment.clone());
+    }
+    (StatusCode::CREATED, Json(deployment)).into_response()
 }
 
 async fn not_found() -> Response {
@@ -261,15 +464,30 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// GET `url` and return the status code and body (for `healthcheck` and tests).
 pub async fn http_get(url: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
-    use http_body_util::{BodyExt, Empty};
+    http_request("GET", url, token, None).await
+}
+
+/// One plain-HTTP request to a sidewatch API (the CLI verbs, peers, tests): the status
+/// code and body. `body` is sent as JSON.
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> anyhow::Result<(u16, String)> {
+    use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut request = hyper::Request::get(url);
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = hyper::Request::builder().method(method).uri(url);
     if let Some(token) = token.filter(|t| !t.is_empty()) {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let response = client.request(request.body(Empty::new())?).await?;
+    if body.is_some() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    let body = Full::new(bytes::Bytes::from(body.unwrap_or_default()));
+    let response = client.request(request.body(body)?).await?;
     let code = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
     Ok((code, String::from_utf8_lossy(&body).into_owned()))

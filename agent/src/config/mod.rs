@@ -29,6 +29,8 @@ pub struct Config {
     pub grace_period: Duration,
     pub api: ApiConfig,
     pub logs: Vec<LogSourceConfig>,
+    pub probes: Vec<ProbeConfig>,
+    pub deployments: DeploymentsConfig,
     pub rules: RulesConfig,
     pub export: ExportConfig,
     /// Things worth telling the user that are not errors.
@@ -95,6 +97,73 @@ pub struct LogSourceConfig {
     pub notify: bool,
 }
 
+/// One `probes:` entry: an HTTP health endpoint checked every `interval`.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    /// The `probe` label of its series.
+    pub name: String,
+    pub url: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Status codes that count as success (default: any 2xx).
+    pub expect_status: Vec<u16>,
+    /// JSONPath conditions on the body: each must hold.
+    pub expect_body: Vec<(crate::jsonpath::JsonPath, serde_json::Value)>,
+    pub max_latency: Option<Duration>,
+    /// Where in the body the running version is (feeds deployment detection).
+    pub version_from: Option<crate::jsonpath::JsonPath>,
+    /// An extra trust root for an https endpoint.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where deployments are detected from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectSource {
+    Api,
+    ProbeVersion,
+    LogField,
+}
+
+/// `deployments:`: detection and verification settings.
+#[derive(Debug, Clone)]
+pub struct DeploymentsConfig {
+    pub detect: Vec<DetectSource>,
+    /// The record field that carries the app's version (`log_field` detection).
+    pub version_field: String,
+    pub verify_window: Duration,
+    pub baseline_window: Duration,
+    /// Probe interval while a verification runs.
+    pub probe_boost: Option<Duration>,
+    /// Probe failures this soon after the switch are the restart, not the version.
+    pub probe_grace: Duration,
+    /// For the deployment as a whole, after correcting for every check and every look.
+    pub confidence: f64,
+    /// Peers' API URLs to fetch a baseline from when this agent never saw the version.
+    pub baseline_from: Vec<String>,
+    pub notify_on_pass: bool,
+}
+
+impl Default for DeploymentsConfig {
+    fn default() -> DeploymentsConfig {
+        DeploymentsConfig {
+            detect: vec![
+                DetectSource::Api,
+                DetectSource::ProbeVersion,
+                DetectSource::LogField,
+            ],
+            version_field: "version".into(),
+            verify_window: Duration::from_secs(600),
+            baseline_window: Duration::from_secs(1800),
+            probe_boost: Some(Duration::from_secs(2)),
+            probe_grace: Duration::from_secs(30),
+            confidence: 0.99,
+            baseline_from: Vec::new(),
+            notify_on_pass: false,
+        }
+    }
+}
+
 /// `rules:`: where the rule files are and how they are evaluated.
 #[derive(Debug, Clone)]
 pub struct RulesConfig {
@@ -151,6 +220,8 @@ impl Config {
                 "app",
                 vec!["./logs/*.log".into()],
             )],
+            probes: Vec::new(),
+            deployments: DeploymentsConfig::default(),
             rules: RulesConfig::default(),
             export: ExportConfig::default(),
             warnings: Vec::new(),

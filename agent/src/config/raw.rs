@@ -53,9 +53,9 @@ pub(super) struct RawConfig {
     pub(super) api: Option<RawApi>,
     pub(super) logs: Option<Vec<Spanned<RawLogSource>>>,
     pub(super) export: Option<RawExport>,
-    pub(super) probes: Option<Spanned<serde_json::Value>>,
+    pub(super) probes: Option<Vec<Spanned<RawProbe>>>,
     pub(super) otlp_receiver: Option<Spanned<serde_json::Value>>,
-    pub(super) deployments: Option<Spanned<serde_json::Value>>,
+    pub(super) deployments: Option<Spanned<RawDeployments>>,
     pub(super) rules: Option<Spanned<RawRules>>,
     pub(super) alerting: Option<Spanned<serde_json::Value>>,
 }
@@ -95,6 +95,37 @@ pub(super) struct RawFieldNames {
     pub(super) time: Option<S>,
     pub(super) trace_id: Option<S>,
     pub(super) span_id: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawProbe {
+    pub(super) name: Option<S>,
+    pub(super) url: Option<S>,
+    pub(super) interval: Option<S>,
+    pub(super) timeout: Option<S>,
+    pub(super) expect: Option<RawExpect>,
+    pub(super) version_from: Option<S>,
+    pub(super) ca_file: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawExpect {
+    pub(super) status: Option<Spanned<Vec<S>>>,
+    pub(super) body_json: Option<Spanned<serde_json::Value>>,
+    pub(super) max_latency: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawDeployments {
+    pub(super) detect: Option<Spanned<Vec<S>>>,
+    pub(super) version_field: Option<S>,
+    pub(super) verify_window: Option<S>,
+    pub(super) baseline_window: Option<S>,
+    pub(super) probe_boost: Option<S>,
+    pub(super) probe_grace: Option<S>,
+    pub(super) confidence: Option<S>,
+    pub(super) baseline_from: Option<Vec<S>>,
+    pub(super) notify_on_pass: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use serde_saphyr::Location;
 
-use super::raw::{Node, RawConfig, RawFieldNames, RawLogSource, RawRules, S};
+use super::raw::{
+    Node, RawConfig, RawDeployments, RawFieldNames, RawLogSource, RawProbe, RawRules, S,
+};
 use super::{
-    ApiConfig, Config, ConfigError, ConfigErrors, ExportConfig, LogSourceConfig, RulesConfig,
-    Secret, ServiceConfig, StartAt,
+    ApiConfig, Config, ConfigError, ConfigErrors, DeploymentsConfig, DetectSource, ExportConfig,
+    LogSourceConfig, ProbeConfig, RulesConfig, Secret, ServiceConfig, StartAt,
 };
 use crate::parse::{FieldNames, Format};
 
@@ -525,10 +527,26 @@ impl Ctx {
             }
             None => ExportConfig::default(),
         };
+        let mut probes: Vec<ProbeConfig> = Vec::new();
+        for probe in raw.probes.unwrap_or_default() {
+            let at = probe.referenced;
+            if let Some(probe) = self.probe(probe.value, at) {
+                if probes.iter().any(|p| p.name == probe.name) {
+                    self.error_at(
+                        at,
+                        format!("probe name `{}` is used twice", probe.name),
+                        None,
+                    );
+                }
+                probes.push(probe);
+            }
+        }
+        let deployments = match raw.deployments {
+            Some(d) => self.deployments(d.value),
+            None => DeploymentsConfig::default(),
+        };
         for (name, value) in [
-            ("probes", &raw.probes),
             ("otlp_receiver", &raw.otlp_receiver),
-            ("deployments", &raw.deployments),
             ("alerting", &raw.alerting),
         ] {
             self.warn_inactive(name, value.as_ref().map(|v| v.referenced));
@@ -539,6 +557,8 @@ impl Ctx {
         };
         Config {
             path: Some(path.to_path_buf()),
+            probes,
+            deployments,
             rules,
             service,
             data_dir,
@@ -548,6 +568,182 @@ impl Ctx {
             logs,
             export,
             warnings: Vec::new(),
+        }
+    }
+
+    fn probe(&mut self, raw: RawProbe, at: Location) -> Option<ProbeConfig> {
+        let Some(name) = raw.name.as_ref().and_then(|v| self.string(v)) else {
+            self.error_at(
+                at,
+                "probe has no `name`",
+                Some("add `name: health`; it becomes the label probe=\"health\"".into()),
+            );
+            return None;
+        };
+        let url = match raw.url.as_ref() {
+            Some(v) => {
+                let text = self.string(v).unwrap_or_default();
+                let ok = (text.starts_with("http://") || text.starts_with("https://"))
+                    && text
+                        .parse::<axum::http::Uri>()
+                        .is_ok_and(|u| u.host().is_some());
+                if !ok {
+                    self.error_at(
+                        v.referenced,
+                        format!("invalid probe url `{text}`"),
+                        Some(
+                            "an http:// or https:// URL, e.g. http://127.0.0.1:8000/health".into(),
+                        ),
+                    );
+                }
+                text
+            }
+            None => {
+                self.error_at(at, format!("probe `{name}` has no `url`"), None);
+                return None;
+            }
+        };
+        let interval = self.duration(raw.interval.as_ref(), Duration::from_secs(10));
+        let timeout = self.duration(raw.timeout.as_ref(), Duration::from_secs(2));
+        let mut expect_status = Vec::new();
+        let mut expect_body = Vec::new();
+        let mut max_latency = None;
+        if let Some(expect) = raw.expect {
+            if let Some(status) = expect.status {
+                for code in &status.value {
+                    match code.value.0.trim().parse::<u16>() {
+                        Ok(c) if (100..600).contains(&c) => expect_status.push(c),
+                        _ => self.error_at(
+                            code.referenced,
+                            format!("invalid status code `{}`", code.value.0),
+                            Some("an HTTP status between 100 and 599".into()),
+                        ),
+                    }
+                }
+            }
+            if let Some(body) = expect.body_json {
+                match &body.value {
+                    serde_json::Value::Object(map) => {
+                        for (path, value) in map {
+                            match crate::jsonpath::JsonPath::parse(path) {
+                                Ok(p) => expect_body.push((p, value.clone())),
+                                Err(e) => self.error_at(
+                                    body.referenced,
+                                    format!("invalid JSONPath `{path}` in `body_json`: {e}"),
+                                    None,
+                                ),
+                            }
+                        }
+                    }
+                    _ => self.error_at(
+                        body.referenced,
+                        "`body_json` maps JSONPaths to expected values",
+                        Some("e.g. body_json: { \"$.status\": \"ok\" }".into()),
+                    ),
+                }
+            }
+            if expect.max_latency.is_some() {
+                max_latency = Some(self.duration(expect.max_latency.as_ref(), timeout));
+            }
+        }
+        let version_from = raw.version_from.as_ref().and_then(|v| {
+            let text = self.string(v)?;
+            match crate::jsonpath::JsonPath::parse(&text) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.error_at(
+                        v.referenced,
+                        format!("invalid JSONPath `{text}`: {e}"),
+                        None,
+                    );
+                    None
+                }
+            }
+        });
+        let ca_file = raw
+            .ca_file
+            .as_ref()
+            .and_then(|v| self.string(v))
+            .map(|f| self.relative_to_config(&f));
+        Some(ProbeConfig {
+            name,
+            url,
+            interval,
+            timeout,
+            expect_status,
+            expect_body,
+            max_latency,
+            version_from,
+            ca_file,
+        })
+    }
+
+    fn deployments(&mut self, raw: RawDeployments) -> DeploymentsConfig {
+        let defaults = DeploymentsConfig::default();
+        let detect = match raw.detect {
+            Some(list) => list
+                .value
+                .iter()
+                .map(|v| {
+                    self.choice(
+                        Some(v),
+                        DetectSource::Api,
+                        "deployment source",
+                        &["api", "probe_version", "log_field"],
+                        |s| match s {
+                            "api" => Some(DetectSource::Api),
+                            "probe_version" => Some(DetectSource::ProbeVersion),
+                            "log_field" => Some(DetectSource::LogField),
+                            _ => None,
+                        },
+                    )
+                })
+                .collect(),
+            None => defaults.detect,
+        };
+        let confidence = match raw.confidence.as_ref() {
+            Some(v) => match v.value.0.trim().parse::<f64>() {
+                Ok(c) if c > 0.5 && c < 1.0 => c,
+                _ => {
+                    self.error_at(
+                        v.referenced,
+                        format!("invalid `confidence` `{}`", v.value.0),
+                        Some("a probability between 0.5 and 1, e.g. 0.99".into()),
+                    );
+                    defaults.confidence
+                }
+            },
+            None => defaults.confidence,
+        };
+        let probe_boost = match raw.probe_boost.as_ref() {
+            Some(v) if matches!(v.value.0.trim(), "0" | "0s" | "off" | "false") => None,
+            Some(v) => Some(self.duration(Some(v), Duration::from_secs(2))),
+            None => defaults.probe_boost,
+        };
+        let probe_grace = match raw.probe_grace.as_ref() {
+            Some(v) if matches!(v.value.0.trim(), "0" | "0s") => Duration::ZERO,
+            other => self.duration(other, defaults.probe_grace),
+        };
+        DeploymentsConfig {
+            detect,
+            version_field: raw
+                .version_field
+                .as_ref()
+                .and_then(|v| self.string(v))
+                .unwrap_or(defaults.version_field),
+            verify_window: self.duration(raw.verify_window.as_ref(), defaults.verify_window),
+            baseline_window: self.duration(raw.baseline_window.as_ref(), defaults.baseline_window),
+            probe_boost,
+            probe_grace,
+            confidence,
+            baseline_from: raw
+                .baseline_from
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| self.string(v))
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect(),
+            notify_on_pass: self.boolean(raw.notify_on_pass.as_ref(), false),
         }
     }
 

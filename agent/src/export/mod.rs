@@ -36,6 +36,11 @@ pub struct SinkStage {
     checksum: u64,
     /// The rule engine, fed every batch before it is acknowledged.
     rules: Option<crate::rule_runner::SharedEngine>,
+    /// Deployment detection and evidence: sets each record's `deployment` first.
+    deployments: Option<(
+        crate::deploy::SharedDeployments,
+        tokio::sync::mpsc::UnboundedSender<crate::deploy::tracker::Deployment>,
+    )>,
 }
 
 /// How many emptied batches are kept for reuse.
@@ -78,7 +83,19 @@ impl SinkStage {
             recycle,
             checksum: 0,
             rules: None,
+            deployments: None,
         })
+    }
+
+    /// Sets every record's `deployment` and feeds deployment detection and evidence;
+    /// deployments that start are sent on `started`.
+    pub fn with_deployments(
+        mut self,
+        deployments: crate::deploy::SharedDeployments,
+        started: tokio::sync::mpsc::UnboundedSender<crate::deploy::tracker::Deployment>,
+    ) -> SinkStage {
+        self.deployments = Some((deployments, started));
+        self
     }
 
     /// Feeds every batch to the rule engine too.
@@ -111,13 +128,23 @@ impl SinkStage {
             };
             let records = batch.records.len() as u64;
             self.events.received.add(records);
+            if let Some((deployments, started)) = &self.deployments {
+                let events = crate::deploy_runner::lock(deployments).ingest(&mut batch);
+                for event in events {
+                    crate::deploy_runner::log_event(&event);
+                    if let crate::deploy::DeploymentEvent::Started(d) = event {
+                        let _ = started.send(d);
+                    }
+                }
+            }
             if let Some(engine) = &self.rules {
                 crate::rule_runner::lock(engine).ingest(&batch);
             }
             if self.file.is_some() || self.stdout {
                 line.clear();
                 for record in &batch.records {
-                    json::write_record(&mut line, &batch, record, None);
+                    let deployment = record.deployment.map(|v| v.as_str(&batch.buf));
+                    json::write_record(&mut line, &batch, record, deployment.as_deref());
                 }
                 self.write_file(&line);
                 if self.stdout {

@@ -245,6 +245,9 @@ impl FieldSlots {
                 record.trace_id.map(FieldRef::In)
             } else if *name == names.span_id {
                 record.span_id.map(FieldRef::In)
+            } else if name == "deployment" {
+                // The live version the record belongs to (its own version field wins).
+                record.deployment.map(FieldRef::In)
             } else {
                 None
             };

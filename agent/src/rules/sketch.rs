@@ -173,6 +173,62 @@ impl Sketch {
         Some(low * (1.0 - weight) + high * weight)
     }
 
+    /// Distance between the stores' keys and zero's in the order keys of
+    /// [`Sketch::bins`]: far above any key a finite float produces (about ±35 500).
+    pub const BIN_KEY_OFFSET: i32 = 1 << 20;
+
+    /// The order key of the bin that `v` is counted in (see [`Sketch::bins`]); `None`
+    /// for NaN, which is never counted.
+    pub fn bin_key(v: f64) -> Option<i32> {
+        if v.is_nan() {
+            None
+        } else if v == f64::INFINITY {
+            Some(i32::MAX)
+        } else if v == f64::NEG_INFINITY {
+            Some(i32::MIN)
+        } else if v.abs() < MIN_INDEXABLE {
+            Some(0)
+        } else if v > 0.0 {
+            Some(Self::BIN_KEY_OFFSET + key(v))
+        } else {
+            Some(-(Self::BIN_KEY_OFFSET + key(-v)))
+        }
+    }
+
+    /// Every non-empty bin as `(order key, count)`, in ascending order of key and so of
+    /// value: `-Inf`, the negative bins, zero, the positive bins, `+Inf`.
+    ///
+    /// The order key of a value is the same in every sketch (the mapping γ is fixed), so
+    /// two sketches' bins can be aligned by key, e.g. to rank one sketch's values among
+    /// another's. Keys: `-Inf` is `i32::MIN`, `+Inf` is `i32::MAX`, zero (every magnitude
+    /// below `f64::MIN_POSITIVE`) is 0, a positive `v` is `BIN_KEY_OFFSET + ⌈log_γ v⌉`
+    /// and a negative `v` is minus the key of `|v|`. Values with the same key are within
+    /// 2% of each other (one bin is `(γ^(k−1), γ^k]`, γ ≈ 1.0202).
+    ///
+    /// One caveat: a store whose values span more than `γ^2048` has folded its lowest
+    /// bins into its first one (see the module doc), so that first key then also holds
+    /// every lower value of the store; two sketches align exactly only above the higher
+    /// of their collapsed ranges.
+    pub fn bins(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+        let neg_inf = (self.neg_inf > 0).then_some((i32::MIN, self.neg_inf));
+        let zero = (self.zero > 0).then_some((0, self.zero));
+        let pos_inf = (self.pos_inf > 0).then_some((i32::MAX, self.pos_inf));
+        neg_inf
+            .into_iter()
+            .chain(
+                self.negative
+                    .iter()
+                    .map(|(k, c)| (k - Self::BIN_KEY_OFFSET, c)),
+            )
+            .chain(zero)
+            .chain(
+                self.positive
+                    .iter()
+                    .map(|(k, c)| (k + Self::BIN_KEY_OFFSET, c)),
+            )
+            .chain(pos_inf)
+    }
+
     /// Approximate heap and inline size, for the series-limit accounting.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Sketch>()
@@ -375,12 +431,14 @@ impl TryFrom<SketchRepr> for Sketch {
 /// Floats that survive JSON: finite ones as numbers, NaN and ±Inf as the strings
 /// `"NaN"`, `"+Inf"`, `"-Inf"` (the way Prometheus's API writes them), since JSON has no
 /// literal for them and a sum or an extreme can be infinite.
-mod float {
+/// Serde for `f64` that keeps NaN and ±Inf (as the strings "NaN", "+Inf", "-Inf"):
+/// JSON has no such numbers, and plain serde would write `null` it cannot read back.
+pub(crate) mod float {
     use serde::de::{self, Visitor};
     use serde::{Deserializer, Serializer};
     use std::fmt;
 
-    pub(super) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
         if v.is_finite() {
             s.serialize_f64(*v)
         } else if v.is_nan() {
@@ -392,7 +450,7 @@ mod float {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         struct FloatVisitor;
         impl Visitor<'_> for FloatVisitor {
             type Value = f64;
@@ -708,6 +766,76 @@ mod tests {
         assert!(serde_json::from_value::<Sketch>(far).is_err());
     }
 
+    /// Groups sorted values by `bin_key`: what `bins()` must return.
+    fn grouped_by_key(values: &[f64]) -> Vec<(i32, u64)> {
+        let mut keys: Vec<i32> = values.iter().filter_map(|v| Sketch::bin_key(*v)).collect();
+        keys.sort_unstable();
+        let mut groups: Vec<(i32, u64)> = Vec::new();
+        for k in keys {
+            match groups.last_mut() {
+                Some((last, c)) if *last == k => *c += 1,
+                _ => groups.push((k, 1)),
+            }
+        }
+        groups
+    }
+
+    #[test]
+    fn bins_walk_every_value_in_order() {
+        assert_eq!(Sketch::new().bins().count(), 0);
+        let values = [
+            f64::NEG_INFINITY,
+            -1e6,
+            -2.0,
+            -2.01,
+            -1.0,
+            -0.0,
+            0.0,
+            1e-310,
+            f64::NAN,
+            0.5,
+            1.0,
+            1.0,
+            1.005,
+            1.015,
+            1.03,
+            1e6,
+            f64::INFINITY,
+            f64::INFINITY,
+        ];
+        let mut s = Sketch::new();
+        for v in values {
+            s.add(v);
+        }
+        let bins: Vec<(i32, u64)> = s.bins().collect();
+        assert_eq!(bins, grouped_by_key(&values));
+        assert_eq!(bins.iter().map(|(_, c)| c).sum::<u64>(), s.count());
+        assert_eq!(bins.first(), Some(&(i32::MIN, 1)));
+        assert_eq!(bins.last(), Some(&(i32::MAX, 2)));
+        // -0.0, 0.0 and the subnormal share the zero bin; 1.005 and 1.015 share the bin
+        // (1, γ], 1.03 is in the next; -2.0 and -2.01 share one.
+        assert!(bins.contains(&(0, 3)));
+        assert_eq!(Sketch::bin_key(1.005), Sketch::bin_key(1.015));
+        assert_eq!(Sketch::bin_key(1.03), Sketch::bin_key(1.015).map(|k| k + 1));
+        assert_eq!(Sketch::bin_key(1.0), Sketch::bin_key(1.015).map(|k| k - 1));
+        assert_eq!(Sketch::bin_key(-2.0), Sketch::bin_key(-2.01));
+        assert_eq!(Sketch::bin_key(-1.0), Sketch::bin_key(1.0).map(|k| -k));
+        assert_eq!(Sketch::bin_key(f64::NAN), None);
+        // (Positive values spanning more than γ^2048, e.g. 0.5 and 1e300, would collapse
+        // the lowest bins: see `bins`.)
+        // The extremes of the finite range stay inside the order.
+        let keys = [
+            -f64::MAX,
+            -f64::MIN_POSITIVE,
+            0.0,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+        ]
+        .map(|v| Sketch::bin_key(v).unwrap());
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        assert!(keys[0] > i32::MIN && keys[4] < i32::MAX);
+    }
+
     /// Values in the shapes the sketch meets: latencies over many decades, signed
     /// values, exact zeros and repeated values.
     fn value() -> impl Strategy<Value = f64> {
@@ -731,6 +859,20 @@ mod tests {
             if let Err(e) = check_accuracy(&values, &qs) {
                 return Err(TestCaseError::fail(e));
             }
+        }
+
+        #[test]
+        fn bins_group_values_by_key_in_value_order(
+            values in proptest::collection::vec(value(), 0..300),
+            a in value(),
+            b in value(),
+        ) {
+            let mut s = Sketch::new();
+            for v in &values { s.add(*v); }
+            let bins: Vec<(i32, u64)> = s.bins().collect();
+            prop_assert_eq!(bins, grouped_by_key(&values));
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            prop_assert!(Sketch::bin_key(lo) <= Sketch::bin_key(hi));
         }
 
         #[test]

@@ -195,7 +195,7 @@ pub fn run_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, Vec<String>> 
             .name
             .clone()
             .unwrap_or_else(|| format!("test {}", i + 1));
-        let failures = match run_test(test, &rules, interval) {
+        let failures = match run_test(test, &rules, interval, file.deployments.as_ref()) {
             Ok(failures) => failures,
             Err(e) => vec![e],
         };
@@ -210,7 +210,64 @@ enum Input<'a> {
     Sample { labels: Labels, value: Option<f64> },
 }
 
-fn run_test(test: &TestCase, rules: &RuleSet, interval: i64) -> Result<Vec<String>, String> {
+/// `deployments:` of a test file: the durations and settings of `sidewatch.yaml`.
+pub fn deployments_config(
+    value: Option<&serde_json::Value>,
+) -> Result<crate::config::DeploymentsConfig, String> {
+    let mut config = crate::config::DeploymentsConfig::default();
+    let Some(value) = value else {
+        return Ok(config);
+    };
+    let obj = value
+        .as_object()
+        .ok_or("`deployments` is a mapping like { verify_window: 10m, baseline_window: 30m }")?;
+    for (key, v) in obj {
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let duration = || {
+            file::parse_duration(&text)
+                .ok_or_else(|| format!("deployments.{key}: invalid duration `{text}`"))
+        };
+        match key.as_str() {
+            "verify_window" => config.verify_window = duration()?,
+            "baseline_window" => config.baseline_window = duration()?,
+            "probe_grace" => config.probe_grace = duration()?,
+            "probe_boost" => config.probe_boost = Some(duration()?),
+            "version_field" => config.version_field = text,
+            "confidence" => {
+                config.confidence = text
+                    .parse()
+                    .ok()
+                    .filter(|c: &f64| *c > 0.5 && *c < 1.0)
+                    .ok_or_else(|| {
+                        format!("deployments.confidence: `{text}` is not between 0.5 and 1")
+                    })?
+            }
+            "detect" | "baseline_from" | "notify_on_pass" => {}
+            other => return Err(format!("deployments: unknown key `{other}`")),
+        }
+    }
+    Ok(config)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerificationTest {
+    version: String,
+    eval_time: String,
+    exp_verdict: String,
+    #[serde(default)]
+    exp_failed_checks: Vec<String>,
+}
+
+fn run_test(
+    test: &TestCase,
+    rules: &RuleSet,
+    interval: i64,
+    deployments: Option<&serde_json::Value>,
+) -> Result<Vec<String>, String> {
     let series_step = match &test.interval {
         Some(text) => duration_ns(text, "interval")?,
         None => interval,
@@ -308,22 +365,47 @@ fn run_test(test: &TestCase, rules: &RuleSet, interval: i64) -> Result<Vec<Strin
         checks.push((at, Check::Expr(i, t)));
     }
     let mut failures = Vec::new();
-    if !test.verification_test.is_empty() {
-        failures.push(
-            "verification_test: deployment verification is not available in this version of sidewatch"
-                .to_string(),
-        );
+    let verification_tests: Vec<VerificationTest> = test
+        .verification_test
+        .iter()
+        .map(|v| serde_json::from_value(v.clone()).map_err(|e| format!("verification_test: {e}")))
+        .collect::<Result<_, _>>()?;
+    for v in &verification_tests {
+        checks.push((
+            duration_ns(&v.eval_time, "eval_time")?,
+            Check::Verification(v),
+        ));
     }
     checks.sort_by_key(|(t, _)| *t);
 
+    let deploy_config = deployments_config(deployments)?;
+    let verifications =
+        crate::deploy::Deployments::checks(&rules.verifications).map_err(|e| e.join("\n"))?;
+    let mut deploys =
+        crate::deploy::Deployments::new(&deploy_config, verifications, Default::default());
+    // No probes run in a test: probe checks are left out of verdicts.
+    deploys.verifier.probes_available = false;
     let mut engine = Engine::new(rules, EngineOptions::default());
     engine.start(0);
     let mut next = 0;
-    let batch_for = |engine: &mut Engine, upto: i64, next: &mut usize| {
+    let mut last_look = 0i64;
+    // Deployment looks happen on the evaluation grid, like rule evaluations.
+    let look_until = |deploys: &mut crate::deploy::Deployments, last_look: &mut i64, upto: i64| {
+        while *last_look + interval <= upto {
+            *last_look += interval;
+            deploys.tick(*last_look);
+        }
+    };
+    let batch_for = |engine: &mut Engine,
+                     deploys: &mut crate::deploy::Deployments,
+                     last_look: &mut i64,
+                     upto: i64,
+                     next: &mut usize| {
         // Feeds every input at or before `upto`, evaluating the ticks before each time.
         while *next < inputs.len() && inputs[*next].0 <= upto {
             let t = inputs[*next].0;
             engine.advance(t - 1);
+            look_until(deploys, last_look, t - 1);
             let mut batches: Vec<LogBatch> = Vec::new();
             while *next < inputs.len() && inputs[*next].0 == t {
                 match &inputs[*next].1 {
@@ -360,14 +442,16 @@ fn run_test(test: &TestCase, rules: &RuleSet, interval: i64) -> Result<Vec<Strin
                 }
                 *next += 1;
             }
-            for batch in &batches {
+            for batch in &mut batches {
+                deploys.ingest(batch);
                 engine.ingest(batch);
             }
         }
     };
     for (at, check) in &checks {
-        batch_for(&mut engine, *at, &mut next);
+        batch_for(&mut engine, &mut deploys, &mut last_look, *at, &mut next);
         engine.advance(*at);
+        look_until(&mut deploys, &mut last_look, *at);
         match check {
             Check::Alert(t) => {
                 if let Some(f) = compare_alerts(&engine, t, *at) {
@@ -379,6 +463,11 @@ fn run_test(test: &TestCase, rules: &RuleSet, interval: i64) -> Result<Vec<Strin
                     failures.push(f);
                 }
             }
+            Check::Verification(v) => {
+                if let Some(f) = compare_verdict(&deploys, v, *at) {
+                    failures.push(f);
+                }
+            }
         }
     }
     Ok(failures)
@@ -387,6 +476,73 @@ fn run_test(test: &TestCase, rules: &RuleSet, interval: i64) -> Result<Vec<Strin
 enum Check<'a> {
     Alert(&'a AlertTest),
     Expr(usize, &'a ExprTest),
+    Verification(&'a VerificationTest),
+}
+
+fn compare_verdict(
+    deploys: &crate::deploy::Deployments,
+    test: &VerificationTest,
+    at: i64,
+) -> Option<String> {
+    let Some(d) = deploys.find(&test.version) else {
+        let seen: Vec<&str> = deploys
+            .tracker
+            .history
+            .iter()
+            .map(|d| d.version.as_str())
+            .collect();
+        return Some(format!(
+            "version: {}, time: {}: no deployment of this version was detected (versions seen: {seen:?})",
+            test.version,
+            format_time(at)
+        ));
+    };
+    let got_verdict =
+        d.verdict
+            .map(|v| v.name())
+            .unwrap_or(if d.initial { "initial" } else { "running" });
+    let mut got_failed: Vec<String> = d
+        .checks
+        .iter()
+        .filter(|c| c.verdict == Some(crate::deploy::tracker::Verdict::Fail))
+        .map(|c| c.name.clone())
+        .collect();
+    got_failed.sort();
+    let mut exp_failed = test.exp_failed_checks.clone();
+    exp_failed.sort();
+    if got_verdict == test.exp_verdict && got_failed == exp_failed {
+        return None;
+    }
+    let mut out = format!(
+        "version: {}, time: {}:\n  - verdict: {}, failed checks: {:?}\n  + verdict: {}, failed checks: {:?}\n  evidence:\n",
+        test.version,
+        format_time(at),
+        test.exp_verdict,
+        exp_failed,
+        got_verdict,
+        got_failed
+    );
+    for c in &d.checks {
+        let _ = writeln!(
+            out,
+            "    {} ({}): {} baseline={:.6} current={:.6} threshold={:.6} n={}/{} p={:.3e} alpha={:.3e}{}",
+            c.name,
+            c.kind,
+            c.verdict.map(|v| v.name()).unwrap_or("running"),
+            c.baseline,
+            c.current,
+            c.threshold,
+            c.n_baseline,
+            c.n_current,
+            c.p_value,
+            c.alpha,
+            c.note
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+    }
+    Some(out)
 }
 
 /// Parses a line into a record of `batch` at time `t` (the test's clock overrides the
