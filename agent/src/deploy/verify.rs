@@ -428,6 +428,9 @@ impl Verifier {
 
     /// One look at a running verification at `now`: updates its checks and decides the
     /// verdict when it can (any check failed, or the window is over).
+    /// Looks are sequential: each spends the share of its check's alpha that the
+    /// spending function allows since the check's last test (a look below `min_samples`
+    /// does not test, so it spends nothing).
     pub fn look(&self, deployment: &mut Deployment, looks: &mut Looks, now: i64) {
         let Some(previous) = deployment.previous.clone() else {
             return;
@@ -515,6 +518,10 @@ impl Verifier {
                     let result = stats::ratio_test(nb, db, nc, dc, *max_increase, *min_delta);
                     apply(&mut outcome, &result);
                     let enough = db >= *min_samples && dc >= *min_samples;
+                    // A look spends alpha only when it tests: below min_samples it waits.
+                    if enough {
+                        looks.fraction[i] = fraction;
+                    }
                     if enough && result.current > result.threshold && result.p_value < alpha {
                         outcome.verdict = Some(Verdict::Fail);
                     } else if finished {
@@ -551,6 +558,9 @@ impl Verifier {
                         stats::distribution_test(&base, &new, *quantile, *max_increase, *min_delta);
                     apply(&mut outcome, &result);
                     let enough = base.count() >= *min_samples && new.count() >= *min_samples;
+                    if enough {
+                        looks.fraction[i] = fraction;
+                    }
                     if enough && result.current > result.threshold && result.p_value < alpha {
                         outcome.verdict = Some(Verdict::Fail);
                     } else if finished {
@@ -632,7 +642,6 @@ impl Verifier {
                 }
                 _ => {}
             }
-            looks.fraction[i] = fraction;
             outcomes.push(outcome);
         }
         deployment.checks = outcomes;

@@ -509,27 +509,15 @@ fn load_rule(ctx: &mut Ctx<'_>, rule: &Spanned<RawRule>) -> Option<Rule> {
     })
 }
 
-/// Checks the parts of `verifications:` that are the expression language: every
-/// query parses as a log query. The rest is read by deployment verification.
+/// Checks every `verifications:` entry the way deployment verification reads it.
 fn check_verifications(ctx: &mut Ctx<'_>, value: &Spanned<serde_json::Value>) {
     let serde_json::Value::Array(items) = &value.value else {
         ctx.error(value.referenced, "`verifications` must be a list");
         return;
     };
-    for item in items {
-        for key in ["numerator", "denominator", "query"] {
-            if let Some(serde_json::Value::String(q)) = item.get(key)
-                && let Err(e) = parser::parse_log_query(q)
-            {
-                let name = item.get("name").and_then(|n| n.as_str()).unwrap_or("?");
-                ctx.error(
-                    value.referenced,
-                    format!(
-                        "verification `{name}`: `{key}`: {e} (at offset {})",
-                        e.offset
-                    ),
-                );
-            }
+    if let Err(errors) = crate::deploy::Deployments::checks(items) {
+        for e in errors {
+            ctx.error(value.referenced, e);
         }
     }
 }
