@@ -249,3 +249,171 @@ impl Deployments {
 
 /// Shared between the sink stage, the probes, the API and the verification task.
 pub type SharedDeployments = Arc<std::sync::Mutex<Deployments>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{Format, LineParser};
+
+    const S: i64 = 1_000_000_000;
+
+    fn config() -> DeploymentsConfig {
+        DeploymentsConfig {
+            verify_window: std::time::Duration::from_secs(600),
+            baseline_window: std::time::Duration::from_secs(1800),
+            ..DeploymentsConfig::default()
+        }
+    }
+
+    fn checks() -> Vec<CheckSpec> {
+        let yaml = serde_json::json!([
+            { "name": "error-ratio", "kind": "ratio",
+              "numerator": "{source=\"app\"} | status >= 500",
+              "denominator": "{source=\"app\"}", "max_increase": "1.5x", "min_samples": 200 },
+            { "name": "new-errors", "kind": "new_values",
+              "query": "{source=\"app\"} | status >= 500", "field": "exception_type" },
+        ]);
+        Deployments::checks(yaml.as_array().unwrap()).unwrap()
+    }
+
+    /// One request a second of `version` from `from` to `to` seconds; every `error_every`-th
+    /// fails with `exception`.
+    fn traffic(
+        d: &mut Deployments,
+        version: &str,
+        from: i64,
+        to: i64,
+        error_every: i64,
+        exception: &str,
+    ) -> Vec<DeploymentEvent> {
+        let parser = LineParser::new(Format::Structlog, Format::Structlog.default_field_names());
+        let mut events = Vec::new();
+        for s in from..to {
+            let mut batch = LogBatch::new("app".into());
+            let failed = s % error_every == 0;
+            let line = format!(
+                r#"{{"event": "request finished", "status": {}, "version": "{version}"{}}}"#,
+                if failed { 500 } else { 200 },
+                if failed {
+                    format!(r#", "exception_type": "{exception}""#)
+                } else {
+                    String::new()
+                }
+            );
+            batch.buf.push_str(&line);
+            let mut record = crate::event::LogRecord {
+                time_unix_nano: Some(s * S),
+                observed_unix_nano: s * S,
+                ..Default::default()
+            };
+            parser.parse(
+                &mut batch.buf,
+                Span::new(0, line.len()),
+                &mut batch.fields,
+                &mut record,
+            );
+            batch.records.push(record);
+            events.extend(d.ingest(&mut batch));
+            if s % 15 == 0 {
+                events.extend(d.tick(s * S));
+            }
+        }
+        events
+    }
+
+    fn verdict_of(d: &Deployments, version: &str) -> (Option<Verdict>, Vec<String>) {
+        let dep = d.find(version).expect("deployment detected");
+        let failed = dep
+            .checks
+            .iter()
+            .filter(|c| c.verdict == Some(Verdict::Fail))
+            .map(|c| c.name.clone())
+            .collect();
+        (dep.verdict, failed)
+    }
+
+    #[test]
+    fn a_worse_version_fails_early_and_names_its_checks() {
+        // Ten times the errors, of the same kind as before: the ratio test fails it.
+        let mut d = Deployments::new(&config(), checks(), Default::default());
+        traffic(&mut d, "1.0", 0, 1800, 100, "KeyError");
+        let events = traffic(&mut d, "1.1", 1800, 2400, 10, "KeyError");
+        assert_eq!(
+            verdict_of(&d, "1.1"),
+            (Some(Verdict::Fail), vec!["error-ratio".to_string()])
+        );
+        let dep = d.find("1.1").unwrap();
+        assert_eq!(dep.previous.as_deref(), Some("1.0"));
+        assert_eq!(dep.t0, 1800 * S);
+        // Early: decided well before the end of the 10-minute window, once the new
+        // version had min_samples=200 requests.
+        let decided = dep.decided_at.unwrap();
+        assert!((2000 * S..2100 * S).contains(&decided), "{decided}");
+        assert!(
+            dep.checks[0].p_value < dep.checks[0].alpha,
+            "{:?}",
+            dep.checks[0]
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, DeploymentEvent::Decided(x) if x.version == "1.1"))
+        );
+
+        // A new exception type fails `new_values` at its first look, naming the type.
+        let mut d = Deployments::new(&config(), checks(), Default::default());
+        traffic(&mut d, "1.0", 0, 1800, 100, "KeyError");
+        traffic(&mut d, "1.1", 1800, 1900, 100, "AttributeError");
+        assert_eq!(
+            verdict_of(&d, "1.1"),
+            (Some(Verdict::Fail), vec!["new-errors".to_string()])
+        );
+        assert_eq!(
+            d.find("1.1").unwrap().checks[1].new_values,
+            vec!["AttributeError"]
+        );
+    }
+
+    #[test]
+    fn an_unchanged_version_passes_only_at_the_end() {
+        let mut d = Deployments::new(&config(), checks(), Default::default());
+        traffic(&mut d, "1.0", 0, 1800, 100, "KeyError");
+        traffic(&mut d, "1.1", 1800, 2399, 100, "KeyError");
+        assert_eq!(
+            verdict_of(&d, "1.1").0,
+            None,
+            "no pass before the window ends"
+        );
+        d.tick(2400 * S);
+        assert_eq!(verdict_of(&d, "1.1"), (Some(Verdict::Pass), vec![]));
+        assert_eq!(d.find("1.1").unwrap().decided_at, Some(2400 * S));
+    }
+
+    #[test]
+    fn too_little_traffic_is_inconclusive_never_fail() {
+        let mut d = Deployments::new(&config(), checks(), Default::default());
+        traffic(&mut d, "1.0", 0, 1800, 100, "KeyError");
+        // 1.1 logs 50 requests, every 2nd failing: worse, but under min_samples=200.
+        traffic(&mut d, "1.1", 1800, 1850, 2, "KeyError");
+        d.tick(2400 * S);
+        let (verdict, failed) = verdict_of(&d, "1.1");
+        assert_eq!((verdict, failed), (Some(Verdict::Inconclusive), vec![]));
+    }
+
+    #[test]
+    fn a_verification_resumes_from_a_saved_state() {
+        let mut d = Deployments::new(&config(), checks(), Default::default());
+        traffic(&mut d, "1.0", 0, 1800, 100, "KeyError");
+        traffic(&mut d, "1.1", 1800, 2000, 100, "KeyError");
+        let saved = serde_json::to_vec(&d.snapshot()).unwrap();
+        let mut resumed = Deployments::new(&config(), checks(), Default::default());
+        resumed.restore(serde_json::from_slice(&saved).unwrap());
+        assert_eq!(resumed.tracker.live_version(), Some("1.1"));
+        traffic(&mut resumed, "1.1", 2000, 2400, 100, "KeyError");
+        resumed.tick(2400 * S);
+        let dep = resumed.find("1.1").unwrap();
+        assert_eq!(dep.verdict, Some(Verdict::Pass));
+        // The baseline came through the restart: 30 minutes of 1.0.
+        assert!(dep.checks[0].n_baseline >= 1790, "{:?}", dep.checks[0]);
+    }
+}
