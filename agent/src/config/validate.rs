@@ -198,24 +198,9 @@ impl Ctx {
     }
 
     fn yaml_error(&self, e: &serde_saphyr::Error) -> ConfigError {
-        let location = e.location();
-        let message = e.without_snippet().to_string();
-        // The library appends its own position; ours leads the line instead.
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .trim()
-            .to_string();
-        let line = location.map(|l| l.line()).unwrap_or(1).max(1);
-        let column = location.map(|l| l.column()).unwrap_or(1).max(1);
-        ConfigError {
-            file: self.file.clone(),
-            line,
-            column: self.columns.original(line, column),
-            message: humanize_yaml_message(&lowercase_first(&message)),
-            hint: None,
-        }
+        let mut error = yaml_error(&self.file, e);
+        error.column = self.columns.original(error.line, error.column);
+        error
     }
 
     fn report_unknown(&mut self, tree: &Node, unknown: &[Vec<Segment>]) {
@@ -879,6 +864,26 @@ impl Ctx {
 }
 
 /// The YAML library speaks in parser events; say what the user must write instead.
+/// A YAML (or type) error of serde-saphyr as a `file:line:col: message` error: the
+/// library's own position suffix is dropped, ours leads the line instead.
+pub(crate) fn yaml_error(file: &Path, e: &serde_saphyr::Error) -> ConfigError {
+    let location = e.location();
+    let message = e.without_snippet().to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .trim()
+        .to_string();
+    ConfigError {
+        file: file.to_path_buf(),
+        line: location.map(|l| l.line()).unwrap_or(1).max(1),
+        column: location.map(|l| l.column()).unwrap_or(1).max(1),
+        message: humanize_yaml_message(&lowercase_first(&message)),
+        hint: None,
+    }
+}
+
 fn humanize_yaml_message(message: &str) -> String {
     match message {
         "expected sequence start" => "expected a list here (`- item` lines or `[a, b]`)".into(),

@@ -466,30 +466,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// splitmix64, as in the sketch tests: deterministic data for the simulations.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in [0, 1).
-        fn unit(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-
-        /// Standard normal by Box–Muller.
-        fn normal(&mut self) -> f64 {
-            let u1 = 1.0 - self.unit();
-            let u2 = self.unit();
-            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-        }
-    }
+    use crate::rules::sketch::test_rng::Rng;
 
     fn assert_close(got: f64, want: f64, rel: f64, what: &str) {
         let err = (got - want).abs();

@@ -518,23 +518,8 @@ impl Verifier {
                     let result = stats::ratio_test(nb, db, nc, dc, *max_increase, *min_delta);
                     apply(&mut outcome, &result);
                     let enough = db >= *min_samples && dc >= *min_samples;
-                    // A look spends alpha only when it tests: below min_samples it waits.
-                    if enough {
+                    if decide(&mut outcome, &result, enough, alpha, finished, *min_samples) {
                         looks.fraction[i] = fraction;
-                    }
-                    if enough && result.current > result.threshold && result.p_value < alpha {
-                        outcome.verdict = Some(Verdict::Fail);
-                    } else if finished {
-                        outcome.verdict = Some(if enough {
-                            Verdict::Pass
-                        } else {
-                            Verdict::Inconclusive
-                        });
-                        if !enough {
-                            outcome.note = Some(format!(
-                                "fewer than min_samples={min_samples} requests in a window"
-                            ));
-                        }
                     }
                 }
                 (
@@ -558,22 +543,8 @@ impl Verifier {
                         stats::distribution_test(&base, &new, *quantile, *max_increase, *min_delta);
                     apply(&mut outcome, &result);
                     let enough = base.count() >= *min_samples && new.count() >= *min_samples;
-                    if enough {
+                    if decide(&mut outcome, &result, enough, alpha, finished, *min_samples) {
                         looks.fraction[i] = fraction;
-                    }
-                    if enough && result.current > result.threshold && result.p_value < alpha {
-                        outcome.verdict = Some(Verdict::Fail);
-                    } else if finished {
-                        outcome.verdict = Some(if enough {
-                            Verdict::Pass
-                        } else {
-                            Verdict::Inconclusive
-                        });
-                        if !enough {
-                            outcome.note = Some(format!(
-                                "fewer than min_samples={min_samples} samples in a window"
-                            ));
-                        }
                     }
                 }
                 (CheckKind::NewValues { field, max_new, .. }, Sources::NewValues { window }) => {
@@ -755,6 +726,33 @@ impl Verifier {
     pub fn memory_bytes(&self) -> usize {
         self.windows.memory_bytes() + self.probes.len() * 96
     }
+}
+
+/// The sequential decision of a statistical check at one look: `fail` when the evidence
+/// is enough and significant at this look's `alpha`; at the end of the window `pass`, or
+/// `inconclusive` below `min_samples`. Returns whether the look tested (only a look that
+/// tests spends alpha: below `min_samples` it waits).
+fn decide(
+    outcome: &mut CheckOutcome,
+    result: &TestResult,
+    enough: bool,
+    alpha: f64,
+    finished: bool,
+    min_samples: u64,
+) -> bool {
+    if enough && result.fails(alpha) {
+        outcome.verdict = Some(Verdict::Fail);
+    } else if finished {
+        outcome.verdict = Some(if enough {
+            Verdict::Pass
+        } else {
+            Verdict::Inconclusive
+        });
+        if !enough {
+            outcome.note = Some(format!("fewer than min_samples={min_samples} in a window"));
+        }
+    }
+    enough
 }
 
 /// Labels of a version, for tests.

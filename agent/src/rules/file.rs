@@ -351,23 +351,7 @@ pub fn load_str(
 ) -> Result<RuleSet, Vec<ConfigError>> {
     let raw: RawFile = match serde_saphyr::from_str(text) {
         Ok(raw) => raw,
-        Err(e) => {
-            let location = e.location();
-            let message = e.without_snippet().to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .trim()
-                .to_string();
-            return Err(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: location.map(|l| l.line()).unwrap_or(1).max(1),
-                column: location.map(|l| l.column()).unwrap_or(1).max(1),
-                message,
-                hint: None,
-            }]);
-        }
+        Err(e) => return Err(vec![crate::config::validate::yaml_error(path, &e)]),
     };
     let mut ctx = Ctx {
         path,

@@ -479,18 +479,14 @@ pub(crate) mod float {
     }
 }
 
+/// splitmix64: a small deterministic generator so data-driven tests (the sketch's and the
+/// verification statistics') are stable.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    const ALPHA: f64 = Sketch::RELATIVE_ACCURACY;
-
-    /// splitmix64: a small deterministic generator so the data-set tests are stable.
-    struct Rng(u64);
+pub(crate) mod test_rng {
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn next_u64(&mut self) -> u64 {
+        pub(crate) fn next_u64(&mut self) -> u64 {
             self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = self.0;
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -499,17 +495,27 @@ mod tests {
         }
 
         /// Uniform in [0, 1).
-        fn unit(&mut self) -> f64 {
+        pub(crate) fn unit(&mut self) -> f64 {
             (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
         }
 
         /// Standard normal by Box–Muller.
-        fn normal(&mut self) -> f64 {
+        pub(crate) fn normal(&mut self) -> f64 {
             let u1 = 1.0 - self.unit();
             let u2 = self.unit();
             (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALPHA: f64 = Sketch::RELATIVE_ACCURACY;
+
+    use test_rng::Rng;
 
     /// PromQL's quantile over sorted values, with the bound the sketch promises for it.
     fn exact(sorted: &[f64], q: f64) -> (f64, f64) {

@@ -164,20 +164,8 @@ pub fn run_files(files: &[PathBuf], out: &mut impl std::io::Write) -> bool {
 /// Runs one test file: the failures of each test, by name.
 pub fn run_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, Vec<String>> {
     let text = fs_err::read_to_string(path).map_err(|e| vec![e.to_string()])?;
-    let file: TestFile = serde_saphyr::from_str(&text).map_err(|e| {
-        let location = e
-            .location()
-            .map(|l| format!("{}:{}", l.line(), l.column()))
-            .unwrap_or_else(|| "1:1".into());
-        let message = e.without_snippet().to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .trim()
-            .to_string();
-        vec![format!("{}:{location}: {message}", path.display())]
-    })?;
+    let file: TestFile = serde_saphyr::from_str(&text)
+        .map_err(|e| vec![crate::config::validate::yaml_error(path, &e).to_string()])?;
     let interval = match &file.evaluation_interval {
         Some(text) => duration_ns(text, "evaluation_interval").map_err(|e| vec![e])?,
         None => 60 * NS,
