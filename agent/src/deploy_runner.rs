@@ -174,23 +174,10 @@ impl DeployRunner {
         let client = reqwest_free_client();
         if deployment.initial {
             // A fresh pod in a rolling update sees the new version first: ask the peers
-            // which version they run; if it differs, this is a deployment after all.
+            // what replaced what. A peer already on this version knows the deployment
+            // and its previous version; a peer still on the old one runs it.
             for peer in &self.peers {
-                let url = format!("{peer}/api/v1/deployments");
-                let Ok(Ok((200, body))) =
-                    tokio::time::timeout(Duration::from_secs(5), client.get(&url)).await
-                else {
-                    continue;
-                };
-                let Ok(doc) = serde_json::from_str::<serde_json::Value>(&body) else {
-                    continue;
-                };
-                let peer_live = doc["deployments"]
-                    .as_array()
-                    .and_then(|a| a.last())
-                    .and_then(|d| d["version"].as_str())
-                    .map(str::to_string);
-                if let Some(previous) = peer_live.filter(|v| *v != deployment.version) {
+                if let Some(previous) = peer_previous(&client, peer, &deployment.version).await {
                     {
                         let mut d = lock(&self.deployments);
                         if let Some(live) = d.tracker.history.last_mut()
@@ -200,7 +187,7 @@ impl DeployRunner {
                             live.previous = Some(previous.clone());
                         }
                     }
-                    tracing::info!(component = "deployments", version = %deployment.version, previous = %previous, peer = %peer, "peers run an earlier version: verifying against it");
+                    tracing::info!(component = "deployments", version = %deployment.version, previous = %previous, peer = %peer, "a peer knows the version this one replaced: verifying against it");
                     self.fetch_baseline(&previous).await;
                     return;
                 }
@@ -264,6 +251,32 @@ impl DeployRunner {
             );
         }
     }
+}
+
+/// What `version` replaced, as a peer knows it: its own deployment of `version` names
+/// the previous version; else the version the peer runs, when it is another one.
+async fn peer_previous(client: &PlainClient, peer: &str, version: &str) -> Option<String> {
+    let get = |url: String| async move {
+        match tokio::time::timeout(Duration::from_secs(5), client.get(&url)).await {
+            Ok(Ok((200, body))) => serde_json::from_str::<serde_json::Value>(&body).ok(),
+            _ => None,
+        }
+    };
+    if let Some(doc) = get(format!(
+        "{peer}/api/v1/deployments/{}",
+        encode_path(version)
+    ))
+    .await
+        && let Some(previous) = doc["previous"].as_str()
+        && doc["initial"].as_bool() != Some(true)
+    {
+        return Some(previous.to_string());
+    }
+    let doc = get(format!("{peer}/api/v1/deployments")).await?;
+    doc["live"]
+        .as_str()
+        .filter(|live| *live != version)
+        .map(str::to_string)
 }
 
 /// Percent-encodes a version for a URL path segment.

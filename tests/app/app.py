@@ -14,6 +14,14 @@ Configuration (environment variables, read once at import):
 ``APP_LOG_MAX_BYTES``  ``maxBytes`` of the rotating handler (0: never rotate).
 ``APP_LOG_BACKUPS``    ``backupCount`` of the rotating handler.
 ``APP_VERSION``        logged as ``version`` on every record and returned by ``/health``.
+``APP_ERROR_RATIO``    share of ``/checkout`` calls that fail (default 0). Deterministic:
+                       call i (1, 2, …) fails when ``floor(i·r)`` steps up, so exactly
+                       ``floor(n·r)`` of the first n calls fail, evenly spread (0.25: every
+                       4th call; 0.02: every 50th).
+``APP_EXCEPTION_TYPE`` the exception a failing ``/checkout`` raises (default
+                       ``TimeoutError``): a builtin exception of that name, else a new
+                       ``Exception`` subclass so named.
+``APP_EXTRA_LATENCY_MS`` milliseconds every ``/checkout`` call sleeps (default 0).
 
 Endpoints:
 
@@ -24,15 +32,24 @@ Endpoints:
                        are logged at level ``error``.
 ``GET /error``         raises and logs the exception with ``log.exception`` (structlog
                        renders the traceback into the ``exception`` key); answers 500.
+``GET /checkout``      one request whose behaviour depends on the version's settings
+                       above (what a deployment changes): sleeps ``APP_EXTRA_LATENCY_MS``;
+                       a failing call raises ``APP_EXCEPTION_TYPE``, logs it with
+                       ``log.exception`` (``exception_type`` = its name) and answers 500.
+                       Every call logs one ``request finished`` (``path``, ``status``,
+                       ``duration_ms``, ``request_id``; level ``error`` for a 500) and
+                       returns ``{"request_id", "status", "call"}``.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextvars
 import logging
 import logging.handlers
 import os
 import secrets
+import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -42,6 +59,22 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 APP_VERSION = os.environ.get("APP_VERSION", "1.0.0")
+APP_ERROR_RATIO = float(os.environ.get("APP_ERROR_RATIO", "0") or 0)
+APP_EXCEPTION_TYPE = os.environ.get("APP_EXCEPTION_TYPE", "TimeoutError") or "TimeoutError"
+APP_EXTRA_LATENCY_MS = float(os.environ.get("APP_EXTRA_LATENCY_MS", "0") or 0)
+if not 0.0 <= APP_ERROR_RATIO <= 1.0:
+    raise SystemExit(f"APP_ERROR_RATIO={APP_ERROR_RATIO!r}: expected a share between 0 and 1")
+
+
+def _exception_class(name: str) -> type[Exception]:
+    """The builtin exception called `name`, else a new Exception subclass so named."""
+    found = getattr(builtins, name, None)
+    if isinstance(found, type) and issubclass(found, Exception):
+        return found
+    return type(name, (Exception,), {})
+
+
+CHECKOUT_EXCEPTION = _exception_class(APP_EXCEPTION_TYPE)
 
 # What OpenTelemetry's current span would give. The OTel SDK is not a dependency of
 # the log-pipeline tests, so a middleware plays the tracer: one trace/span id per
@@ -186,3 +219,47 @@ def error():
     except ZeroDivisionError:
         log.exception("unhandled error", request_id=request_id, path="/error", status=500)
     return JSONResponse({"error": "internal", "request_id": request_id}, status_code=500)
+
+
+_checkout_lock = threading.Lock()
+_checkout_calls = 0
+
+
+@app.get("/checkout")
+def checkout():
+    # Plain `def` (threadpool): the latency sleep does not block /health.
+    global _checkout_calls
+    started = time.perf_counter()
+    with _checkout_lock:
+        _checkout_calls += 1
+        call = _checkout_calls
+    # Deterministic failures: floor(call·r) steps up on exactly floor(n·r) of n calls.
+    fails = int(call * APP_ERROR_RATIO + 1e-9) > int((call - 1) * APP_ERROR_RATIO + 1e-9)
+    request_id = str(uuid.uuid4())
+    if APP_EXTRA_LATENCY_MS > 0:
+        time.sleep(APP_EXTRA_LATENCY_MS / 1000)  # the version's extra latency
+    status = 200
+    if fails:
+        status = 500
+        try:
+            raise CHECKOUT_EXCEPTION(f"checkout call {call} failed")
+        except Exception:
+            log.exception(
+                "unhandled error",
+                request_id=request_id,
+                path="/checkout",
+                status=500,
+                exception_type=APP_EXCEPTION_TYPE,
+            )
+    level = log.error if status >= 500 else log.info
+    level(
+        "request finished",
+        request_id=request_id,
+        path="/checkout",
+        status=status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+    body = {"request_id": request_id, "status": status, "call": call}
+    if status >= 500:
+        body["exception_type"] = APP_EXCEPTION_TYPE
+    return JSONResponse(body, status_code=status)

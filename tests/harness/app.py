@@ -5,6 +5,11 @@ structlog JSON to ``<tmp>/logs/app.log`` through the chosen stdlib handler, and 
 for ``/health`` (uvicorn + FastAPI take ≈3 s to answer on these machines).
 `.work(n)` makes the app log n records and returns their request ids, so a test knows
 exactly which lines exist and can check each arrives exactly once.
+
+Deployments: `env=` sets the app's per-version behaviour (``APP_ERROR_RATIO``,
+``APP_EXCEPTION_TYPE``, ``APP_EXTRA_LATENCY_MS``, see tests/app/app.py) and
+`.redeploy(version, env)` stops the process and starts it again on the same port and
+log file as another version, the way a deployment restarts the app.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Mapping
 
 import requests
 
@@ -35,6 +41,7 @@ class StructlogApp:
         start: bool = True,
         start_timeout: float = 60.0,
         access_log: bool = False,
+        env: Mapping[str, str] | None = None,
     ):
         tmp_path = Path(tmp_path)
         self.log_path = Path(log_path) if log_path else tmp_path / "logs" / "app.log"
@@ -62,6 +69,7 @@ class StructlogApp:
                 "APP_LOG_BACKUPS": str(backups),
                 "APP_VERSION": version,
                 "PYTHONUNBUFFERED": "1",
+                **(env or {}),
             },
         )
         # Keep-alive: thousands of /work calls should not each pay a TCP handshake.
@@ -69,10 +77,39 @@ class StructlogApp:
         if start:
             self.start()
 
-    def start(self) -> "StructlogApp":
+    def start(self, wait: bool = True) -> "StructlogApp":
+        """Start the process; with `wait`, until /health answers (else call
+        `wait_ready()`: other components can start meanwhile)."""
         self.process.start()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> "StructlogApp":
         self.process.wait_http(self.url + "/health", timeout=self.start_timeout)
         return self
+
+    def redeploy(
+        self, version: str, env: Mapping[str, str] | None = None, wait: bool = True
+    ) -> "StructlogApp":
+        """Stop the app (SIGTERM) and start it again as `version`, on the same port and
+        log file; `env` replaces the previous per-version settings (``APP_*`` other
+        than the log ones; unset means the app's defaults)."""
+        self.process.terminate()
+        keep = {"APP_LOG_PATH", "APP_LOG_HANDLER", "APP_LOG_MAX_BYTES", "APP_LOG_BACKUPS"}
+        self.process.env = {
+            k: v for k, v in self.process.env.items() if not k.startswith("APP_") or k in keep
+        }
+        self.process.env.update({**(env or {}), "APP_VERSION": version})
+        self.version = version
+        # The old process's pooled connections are dead.
+        self.session.close()
+        self.session = requests.Session()
+        return self.start(wait=wait)
+
+    def checkout(self) -> requests.Response:
+        """One `/checkout` call (200, or 500 when this version's call fails)."""
+        return self.session.get(self.url + "/checkout", timeout=30)
 
     def health(self) -> dict:
         r = self.session.get(self.url + "/health", timeout=10)

@@ -181,8 +181,17 @@ impl Tracker {
         }
         let live_version = live.version.clone();
         let live_t0 = live.t0;
+        let earlier = self.history.iter().any(|d| d.version == version);
+        // The probe may still reach the old process for a moment after a switch (an
+        // announced deploy restarts the app after the call): an earlier version from the
+        // probe within the quiet period is that, not a rollback.
+        if source == DetectSource::ProbeVersion
+            && earlier
+            && (t < live_t0 || t - live_t0 < ROLLBACK_QUIET_NS)
+        {
+            return None;
+        }
         if source == DetectSource::LogField {
-            let earlier = self.history.iter().any(|d| d.version == version);
             // The live version counts as active from its switch (another source may
             // have seen it before its first log line) and while it logs.
             let last = self
@@ -247,7 +256,17 @@ impl Tracker {
         id: Option<String>,
         meta: Option<serde_json::Value>,
     ) -> usize {
-        let id = id.unwrap_or_else(|| format!("{version}@{}", t0.div_euclid(1_000_000_000)));
+        let id = id.unwrap_or_else(|| {
+            let base = format!("{version}@{}", t0.div_euclid(1_000_000_000));
+            // Two deployments of one version in the same second get distinct ids.
+            let mut id = base.clone();
+            let mut n = 1;
+            while self.history.iter().any(|d| d.id == id) {
+                n += 1;
+                id = format!("{base}-{n}");
+            }
+            id
+        });
         self.history.push(Deployment {
             id,
             version: version.to_string(),
@@ -331,7 +350,9 @@ mod tests {
         // not flip it back either.
         t.observe("1.2", 300 * S, ProbeVersion);
         assert_eq!(t.observe("1.1", 301 * S, LogField), None);
-        // The probe or the API say rollback at once.
+        // The probe says rollback once the switch is past the quiet period; just after
+        // it, the probe reaching the old process is not a rollback.
+        assert_eq!(t.observe("1.1", 301 * S, ProbeVersion), None);
         assert_eq!(t.observe("1.1", 400 * S, ProbeVersion), Some(4));
     }
 

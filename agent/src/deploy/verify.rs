@@ -587,13 +587,16 @@ impl Verifier {
                     let from = (t0 + self.probe_grace - 1).div_euclid(self.width) + 1;
                     let to = (now - 1).div_euclid(self.width);
                     let (mut total, mut failures) = (0, 0);
-                    for ((p, v, _), c) in self.probes.range(
-                        (probe.clone(), deployment.version.clone(), from)
-                            ..=(probe.clone(), deployment.version.clone(), to),
-                    ) {
-                        debug_assert!(p == probe && *v == deployment.version);
-                        total += c.total;
-                        failures += c.failures;
+                    // Within probe_grace of the switch there is nothing to count yet (and
+                    // a reversed range would panic).
+                    if from <= to {
+                        for (_, c) in self.probes.range(
+                            (probe.clone(), deployment.version.clone(), from)
+                                ..=(probe.clone(), deployment.version.clone(), to),
+                        ) {
+                            total += c.total;
+                            failures += c.failures;
+                        }
                     }
                     outcome.n_current = total;
                     outcome.current = failures as f64;
