@@ -64,6 +64,7 @@ verifications:
     query: '{source="app"} | level="error"'
     field: exception_type
     max_new: 0
+    min_samples: 3       # error records in each window (the default, 100, is for real traffic)
   - name: health
     kind: probe
     probe: health

@@ -271,7 +271,8 @@ mod tests {
               "numerator": "{source=\"app\"} | status >= 500",
               "denominator": "{source=\"app\"}", "max_increase": "1.5x", "min_samples": 200 },
             { "name": "new-errors", "kind": "new_values",
-              "query": "{source=\"app\"} | status >= 500", "field": "exception_type" },
+              "query": "{source=\"app\"} | status >= 500", "field": "exception_type",
+              "min_samples": 5 },
         ]);
         Deployments::checks(yaml.as_array().unwrap()).unwrap()
     }
@@ -363,7 +364,7 @@ mod tests {
         // A new exception type fails `new_values` at its first look, naming the type.
         let mut d = Deployments::new(&config(), checks(), Default::default());
         traffic(&mut d, "1.0", 0, 1800, 100, "KeyError");
-        traffic(&mut d, "1.1", 1800, 1900, 100, "AttributeError");
+        traffic(&mut d, "1.1", 1800, 1900, 10, "AttributeError");
         assert_eq!(
             verdict_of(&d, "1.1"),
             (Some(Verdict::Fail), vec!["new-errors".to_string()])

@@ -51,6 +51,9 @@ pub enum CheckKind {
         query: LogQuery,
         field: String,
         max_new: u64,
+        /// Records the query must match in each window: a value "never seen" in a
+        /// baseline of two errors is no evidence.
+        min_samples: u64,
     },
     Probe {
         probe: String,
@@ -121,7 +124,7 @@ impl CheckSpec {
                 "min_samples",
                 "min_delta",
             ],
-            "new_values" => &["name", "kind", "query", "field", "max_new"],
+            "new_values" => &["name", "kind", "query", "field", "max_new", "min_samples"],
             "probe" => &["name", "kind", "probe", "max_failures"],
             other => {
                 let hint = crate::config::validate::did_you_mean(
@@ -196,7 +199,7 @@ impl CheckSpec {
                     query,
                     quantile,
                     max_increase: factor()?,
-                    min_samples: number("min_samples", 50.0)? as u64,
+                    min_samples: number("min_samples", 200.0)? as u64,
                     min_delta: number("min_delta", 5.0)?,
                 }
             }
@@ -208,6 +211,7 @@ impl CheckSpec {
                     .ok_or_else(|| format!("verification `{name}` needs `field`"))?
                     .to_string(),
                 max_new: number("max_new", 0.0)? as u64,
+                min_samples: number("min_samples", 100.0)? as u64,
             },
             _ => CheckKind::Probe {
                 probe: obj
@@ -547,7 +551,15 @@ impl Verifier {
                         looks.fraction[i] = fraction;
                     }
                 }
-                (CheckKind::NewValues { field, max_new, .. }, Sources::NewValues { window }) => {
+                (
+                    CheckKind::NewValues {
+                        field,
+                        max_new,
+                        min_samples,
+                        ..
+                    },
+                    Sources::NewValues { window },
+                ) => {
                     let (known, nb) =
                         self.version_values(*window, field, &previous, baseline.0, baseline.1);
                     let (seen, nc) = self.version_values(
@@ -564,11 +576,13 @@ impl Verifier {
                     outcome.baseline = known.len() as f64;
                     outcome.current = new.len() as f64;
                     outcome.threshold = *max_new as f64;
-                    if nb == 0 {
-                        // Nothing to compare with: never a failure on an empty baseline.
+                    if nb < *min_samples || nc < *min_samples {
+                        // Too little to compare with (an empty baseline included): never
+                        // a failure, inconclusive at the end.
                         if finished {
                             outcome.verdict = Some(Verdict::Inconclusive);
-                            outcome.note = Some("empty baseline".into());
+                            outcome.note =
+                                Some(format!("fewer than min_samples={min_samples} in a window"));
                         }
                     } else if new.len() as u64 > *max_new {
                         outcome.verdict = Some(Verdict::Fail);
