@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test setup lint unit rules e2e bench
+.PHONY: demo test setup lint unit rules e2e bench bench-verify
 
 ## demo: the structlog app and sidewatch tailing it; records and metrics on screen
 demo: setup
@@ -35,3 +35,8 @@ e2e:
 ## bench: the pipeline benchmark of BENCHMARKS.md (release build, 2M-line corpus)
 bench: setup
 	SIDEWATCH_BENCH_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) bench -p sidewatch --bench pipeline
+
+## bench-verify: deployment verification accuracy of BENCHMARKS.md (release build, 300 seeds
+## per scenario replayed; corpora cached in target/bench-corpus/deploy/)
+bench-verify: setup
+	.venv/bin/python bench/verify_accuracy.py
