@@ -14,7 +14,7 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::deploy::{DeploymentEvent, Deployments};
-use crate::event::{FileIdentity, FileMark, LogBatch, LogRecord, Span};
+use crate::event::{FileMark, LogBatch, LogRecord, Span};
 use crate::parse::LineParser;
 use crate::rule_runner::engine_options;
 use crate::rules::alert::{AlertEvent, AlertState};
@@ -81,19 +81,9 @@ pub fn run(
         let parser = LineParser::new(source.format, source.fields.clone());
         let name: Arc<str> = source.name.clone();
         let mut batch = LogBatch::new(name.clone());
-        batch.files.push(FileMark {
-            source: name,
-            path: Arc::from(path.to_string_lossy().as_ref()),
-            identity: FileIdentity {
-                dev: 0,
-                ino: 0,
-                fingerprint_len: 0,
-                fingerprint: 0,
-                complete: true,
-            },
-            checkpoint: 0,
-            closed: false,
-        });
+        batch
+            .files
+            .push(FileMark::unchecked(name, &path.to_string_lossy()));
         let mut offset = 0u64;
         let mut last_time = None;
         for line in text.split_inclusive('\n') {

@@ -407,19 +407,8 @@ fn run_test(
                             Some(b) => b,
                             None => {
                                 let mut b = LogBatch::new(name.clone());
-                                b.files.push(crate::event::FileMark {
-                                    source: name.clone(),
-                                    path: Arc::from(path),
-                                    identity: crate::event::FileIdentity {
-                                        dev: 0,
-                                        ino: 0,
-                                        fingerprint_len: 0,
-                                        fingerprint: 0,
-                                        complete: true,
-                                    },
-                                    checkpoint: 0,
-                                    closed: false,
-                                });
+                                b.files
+                                    .push(crate::event::FileMark::unchecked(name.clone(), path));
                                 batches.push(b);
                                 batches.last_mut().expect("just pushed")
                             }
