@@ -1,6 +1,6 @@
 //! End-to-end throughput benchmark: the release `sidewatch` binary tails a structlog
-//! corpus from the beginning into the blackhole exporter, beside a minimal
-//! `serde_json` → `Value` line loop over the same file as the reference.
+//! corpus from the beginning into the blackhole exporter, without rules and with rules,
+//! beside a minimal `serde_json` → `Value` line loop over the same file as the reference.
 //!
 //! Run it with `cargo bench -p sidewatch --bench pipeline`; shrink the corpus with
 //! `SIDEWATCH_BENCH_LINES=200000 cargo bench -p sidewatch --bench pipeline`; point
@@ -9,24 +9,40 @@
 //! What it does, in order:
 //! 1. Generates `target/bench-corpus/app-<N>.log` (N = `SIDEWATCH_BENCH_LINES`, default
 //!    2,000,000) with `../shared/bench/gen_corpus.py` if it is absent, using
-//!    `$SIDEWATCH_BENCH_PYTHON`, else `<repo>/.venv/bin/python`, else `python3`; then
-//!    counts the file's lines and bytes (which also puts it in the page cache, so both
-//!    runs read from memory).
-//! 2. Reference: re-executes this binary with `SIDEWATCH_BENCH_REFERENCE=<corpus>`, which
+//!    `$SIDEWATCH_BENCH_PYTHON`, else `<repo>/.venv/bin/python`, else `python3`.
+//! 2. Copies it to `app-<N>.now.log` with the timestamps spread over the 30 s before the
+//!    copy (`restamp`), lines and everything else unchanged, and syncs it. Rules evaluate
+//!    on the wall clock, and the generated timestamps (hours ago) would only count as too
+//!    old. Before each run with rules the copy is made again, so its records fall inside
+//!    the rules' windows (the run prints `sidewatch_rule_records_too_old_total` to show
+//!    it). Every run reads this copy from the page cache.
+//! 3. Reference: re-executes this binary with `SIDEWATCH_BENCH_REFERENCE=<corpus>`, which
 //!    reads the file line by line, parses each line into a `serde_json::Value` and
 //!    prints its own wall time, CPU time and peak RSS as one JSON line.
-//! 3. Agent: starts `sidewatch run -c <tmp config>` (`start_at: beginning`,
-//!    `export: { blackhole: true }`) and polls `GET /metrics` every 50 ms until the sum
-//!    of `sidewatch_log_records_total` equals the corpus's line count. Wall time runs from
-//!    spawning the process to that poll, so it includes the agent's startup; CPU time
-//!    (utime + stime of all threads) and peak RSS (`VmHWM`) are read from `/proc` at that
-//!    moment. Nothing is subtracted.
-//! 4. Idle: starts a second agent on an empty directory, waits for `/readyz`, and
-//!    measures its CPU and RSS over the next 10 s.
+//! 4. Agent runs: `sidewatch run -c <tmp config>` (`start_at: beginning`,
+//!    `export: { blackhole: true }`), polling `GET /metrics` every 50 ms until the sink
+//!    stage has passed on every line (`sidewatch_component_sent_events_total` of the
+//!    sink; the rules ingest in the sink stage). Wall time runs from spawning the process
+//!    to that poll, so it includes the agent's startup; CPU time (utime + stime of all
+//!    threads) and peak RSS (`VmHWM`) are read from `/proc` at that moment. Nothing is
+//!    subtracted; the CPU time of the busiest thread is read too (on two free cores it
+//!    is the critical path). Four configurations:
+//!    - no rules (`rules: { files: [] }`; without `rules:` the built-in pack runs);
+//!    - the default pack `rules/python-service.yaml` plus `agent/benches/rules/extra.yaml`;
+//!    - one `sum by (path)` rule over the corpus's ~130k distinct paths, at the default
+//!      `max_series: 10000`, and at a limit the corpus cannot reach.
 //!
-//! It prints a table with the targets beside the figures. It exits 0 whether the targets
+//!    The first two alternate for `SIDEWATCH_BENCH_ROUNDS` rounds (default 3), and the
+//!    ratio of their median wall times is the figure; the cardinality runs come once.
+//!    With rules, the bench waits for the first evaluation after the last record and
+//!    reads the rules' own metrics (window series, series limited, evaluations and their
+//!    failures, records too old) and `VmHWM` again.
+//! 5. Idle: starts an agent with the default config (so the built-in pack) on an empty
+//!    directory, waits for `/readyz`, and measures its CPU and RSS over the next 10 s.
+//!
+//! It prints tables with the targets beside the figures. It exits 0 whether the targets
 //! are met or not (it is a benchmark, not a test) and non-zero only when the corpus, the
-//! reference or the agent cannot be run. Under `cargo test --benches` (no `--bench`
+//! reference or an agent run fails. Under `cargo test --benches` (no `--bench`
 //! argument) it does nothing, so a test run never generates an 800 MB corpus.
 //!
 //! Linux only: it reads `/proc` and signals the agent with `kill -TERM`.
@@ -39,6 +55,7 @@
     reason = "bench measures wall time of real processes"
 )]
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -49,8 +66,6 @@ use std::time::{Duration, Instant};
 
 /// Lines in the default corpus, as the issue asks.
 const DEFAULT_LINES: u64 = 2_000_000;
-/// The metric whose sum over all label sets says how many lines the agent has processed.
-const RECORDS_METRIC: &str = "sidewatch_log_records_total";
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Upper bound on one agent run over the corpus.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -67,6 +82,30 @@ const TARGET_CPU_S_PER_MLINES: f64 = 2.5;
 const TARGET_PEAK_RSS_MIB: f64 = 40.0;
 const TARGET_IDLE_RSS_MIB: f64 = 15.0;
 const TARGET_IDLE_CPU_PCT: f64 = 0.5;
+/// Throughput with the default pack and `benches/rules/extra.yaml`, relative to none.
+const TARGET_RULES_RATIO: f64 = 0.8;
+/// Rounds of a run without rules followed by one with rules.
+const DEFAULT_ROUNDS: usize = 3;
+
+/// The metric whose sum says how many records the sink stage has passed on (rules ingest
+/// there, so a run ends when the sink, not the tail, has seen the last line).
+const SINK_SENT_METRIC: &str = "sidewatch_component_sent_events_total";
+const SINK_LABEL: &str = "component_kind=\"sink\"";
+/// The restamped corpus's timestamps end when the restamp starts and span this long. The
+/// rules' shortest range is 1m, and after each 15 s tick its window keeps only the last
+/// 45 s (the range less one bucket): 30 s keeps every record inside every window for runs
+/// that end within ~40 s of the restamp. The counters printed after a run say if not.
+const RESTAMP_SPAN: Duration = Duration::from_secs(30);
+/// How long to wait, after the last record, for an evaluation that follows it (the
+/// groups' interval is 15 s, the evaluation delay 1 s).
+const EVALUATION_TIMEOUT: Duration = Duration::from_secs(40);
+/// `rules.max_series`'s default, and a limit the corpus cannot reach.
+const DEFAULT_MAX_SERIES: u64 = 10_000;
+const UNBOUNDED_MAX_SERIES: u64 = 100_000_000;
+/// The cardinality runs' rule: one log query with one series per `path` value (the
+/// corpus puts ids in paths).
+const CARDINALITY_EXPR: &str =
+    r#"sum by (path) (count_over_time({source="app"} | event="request finished" [5m]))"#;
 
 fn main() -> ExitCode {
     if let Some(corpus) = std::env::var_os("SIDEWATCH_BENCH_REFERENCE") {
@@ -98,6 +137,9 @@ struct Measurement {
     wall_s: f64,
     cpu_s: f64,
     peak_rss_kib: u64,
+    /// CPU time of the agent's busiest thread (utime + stime): the pipeline's critical
+    /// path when every thread has a core of its own.
+    busiest_thread_s: f64,
 }
 
 struct Corpus {
@@ -121,20 +163,43 @@ fn run_bench() -> BenchResult<()> {
             .ok_or_else(|| format!("SIDEWATCH_BENCH_LINES={text:?} is not a positive integer"))?,
         Err(_) => DEFAULT_LINES,
     };
+    let rounds = match std::env::var("SIDEWATCH_BENCH_ROUNDS") {
+        Ok(text) => text
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("SIDEWATCH_BENCH_ROUNDS={text:?} is not a positive integer"))?,
+        Err(_) => DEFAULT_ROUNDS,
+    };
     let clk_tck = clock_ticks_per_second();
 
-    let corpus = prepare_corpus(&repo, lines)?;
-    let shown = corpus
-        .path
-        .strip_prefix(&repo)
-        .unwrap_or(&corpus.path)
-        .display()
-        .to_string();
+    let generated = prepare_corpus(&repo, lines)?;
+    let show = |path: &Path| {
+        path.strip_prefix(&repo)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    };
     println!(
-        "corpus: {shown}  {} lines  {:.1} MB  ({:.0} B/line)",
-        corpus.lines,
+        "corpus: {}  {} lines  {:.1} MB  ({:.0} B/line)",
+        show(&generated.path),
+        generated.lines,
+        generated.bytes as f64 / 1e6,
+        generated.bytes as f64 / generated.lines.max(1) as f64,
+    );
+    // Every run reads a copy whose timestamps end now (see `restamp`): rules evaluate on
+    // the wall clock, and records as old as the generated ones would only count as too
+    // old for every window, which would make the rules look free.
+    let timed_path = generated.path.with_extension("now.log");
+    let (corpus, distinct_paths) = restamp(&generated, &timed_path)?;
+    println!(
+        "runs read {}: the same lines, timestamps spread over the {} s before each run \
+         ({:.1} MB, {} distinct `path` values)",
+        show(&corpus.path),
+        RESTAMP_SPAN.as_secs(),
         corpus.bytes as f64 / 1e6,
-        corpus.bytes as f64 / corpus.lines.max(1) as f64,
+        thousands(distinct_paths),
     );
 
     // The reference goes first, so its figures are printed even when the agent fails.
@@ -147,34 +212,155 @@ fn run_bench() -> BenchResult<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sidewatch")));
     let agent_bin = agent_bin.as_path();
-    eprintln!("sidewatch: tailing the corpus into the blackhole exporter ...");
-    let agent = match run_agent(agent_bin, &scratch.path, &corpus, clk_tck) {
-        Ok(measurement) => measurement,
-        Err(err) => {
-            print_table(&corpus, None, &reference);
-            scratch.keep();
-            return Err(err);
-        }
+    let quoted = |p: &Path| serde_json::to_string(&p.to_string_lossy()).unwrap_or_default();
+    let pack = repo.join("rules/python-service.yaml");
+    let extra = repo.join("agent/benches/rules/extra.yaml");
+    let cardinality_rules = scratch.path.join("cardinality.rules.yaml");
+    let cardinality_file = format!(
+        "groups:\n  - name: cardinality\n    interval: 15s\n    rules:\n      \
+         - record: http:requests:count5m_by_path\n        expr: {}\n",
+        serde_json::to_string(CARDINALITY_EXPR).unwrap_or_default()
+    );
+    fs::write(&cardinality_rules, cardinality_file)
+        .map_err(|e| format!("writing {}: {e}", cardinality_rules.display()))?;
+    let no_rules = AgentRun {
+        name: "no-rules",
+        // A config without `rules:` runs the built-in pack: say "none" explicitly.
+        rules: "rules: { files: [] }".into(),
+        evaluated: false,
     };
+    let with_rules = AgentRun {
+        name: "rules",
+        rules: format!(
+            "rules: {{ files: [{}, {}] }}",
+            quoted(&pack),
+            quoted(&extra)
+        ),
+        evaluated: true,
+    };
+    let by_path = AgentRun {
+        name: "by-path",
+        rules: format!(
+            "rules: {{ files: [{}], max_series: {DEFAULT_MAX_SERIES} }}",
+            quoted(&cardinality_rules)
+        ),
+        evaluated: true,
+    };
+    let unbounded = AgentRun {
+        name: "by-path-unbounded",
+        rules: format!(
+            "rules: {{ files: [{}], max_series: {UNBOUNDED_MAX_SERIES} }}",
+            quoted(&cardinality_rules)
+        ),
+        evaluated: true,
+    };
+    // The runs without and with rules alternate, `rounds` times, so that a neighbour's
+    // burst of work weighs on both; the cardinality runs come once at the end. Every run
+    // but the first gets fresh timestamps, so that its records fall in the windows.
+    let mut plan: Vec<&AgentRun> = Vec::new();
+    for _ in 0..rounds {
+        plan.push(&no_rules);
+        plan.push(&with_rules);
+    }
+    plan.push(&by_path);
+    plan.push(&unbounded);
+    let mut results: Vec<AgentResult> = Vec::new();
+    for (i, run) in plan.iter().enumerate() {
+        if i > 0 {
+            restamp(&generated, &timed_path)?;
+        }
+        eprintln!(
+            "sidewatch ({}): tailing the corpus into the blackhole exporter ...",
+            run.name
+        );
+        match run_agent(agent_bin, &scratch.path, run, &corpus, clk_tck) {
+            Ok(result) => results.push(result),
+            Err(err) => {
+                print_table(&corpus, results.first().map(|r| &r.measurement), &reference);
+                scratch.keep();
+                return Err(err);
+            }
+        }
+    }
     eprintln!("idle: empty log directory, {} s ...", IDLE_WINDOW.as_secs());
     let idle = match run_idle(agent_bin, &scratch.path, clk_tck) {
         Ok(idle) => idle,
         Err(err) => {
-            print_table(&corpus, Some(&agent), &reference);
+            print_table(&corpus, Some(&results[0].measurement), &reference);
             scratch.keep();
             return Err(err);
         }
     };
 
-    print_table(&corpus, Some(&agent), &reference);
+    let unbounded = results.pop().ok_or("internal: no unbounded run")?;
+    let by_path = results.pop().ok_or("internal: no by-path run")?;
+    let (nones, rules): (Vec<_>, Vec<_>) = results
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let nones: Vec<AgentResult> = nones.into_iter().map(|(_, r)| r).collect();
+    let rules: Vec<AgentResult> = rules.into_iter().map(|(_, r)| r).collect();
+    let none = median_run(&nones).ok_or("internal: no run without rules")?;
+    print_table(&corpus, Some(&none.measurement), &reference);
     print_idle(&idle);
+    let rule_count = |path: &Path| {
+        fs::read_to_string(path)
+            .map(|text| {
+                text.lines()
+                    .filter(|l| {
+                        let l = l.trim_start();
+                        l.starts_with("- record:") || l.starts_with("- alert:")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let rules_name = format!(
+        "{} ({} rules) + {} ({} rules)",
+        show(&pack),
+        rule_count(&pack),
+        show(&extra),
+        rule_count(&extra)
+    );
+    print_rules(&corpus, &rules_name, &nones, &rules);
+    print_cardinality(distinct_paths, none, &by_path, &unbounded);
     println!(
         "notes: sidewatch wall time runs from process spawn to the /metrics poll (every {} ms) \
-         that counted the last record, so it includes startup; CPU is utime+stime of all \
-         threads at that moment (CLK_TCK={clk_tck}); peak RSS is VmHWM; nothing is subtracted",
+         at which the sink stage has passed on the last record, so it includes startup; CPU \
+         is utime+stime of all threads at that moment (CLK_TCK={clk_tck}); peak RSS is VmHWM; \
+         nothing is subtracted",
         POLL_INTERVAL.as_millis()
     );
     Ok(())
+}
+
+/// One agent configuration measured over the corpus.
+struct AgentRun {
+    name: &'static str,
+    /// The config's `rules:` line.
+    rules: String,
+    /// Whether to wait, after the last record, for an evaluation of the rules and read
+    /// the rules' metrics.
+    evaluated: bool,
+}
+
+struct AgentResult {
+    measurement: Measurement,
+    /// `/metrics` after the first evaluation that followed the last record.
+    rules: Option<RuleFigures>,
+}
+
+struct RuleFigures {
+    /// `sidewatch_rule_evaluations_total` when the last record had been ingested.
+    evaluations_during: f64,
+    evaluations: f64,
+    failures: f64,
+    window_series: f64,
+    series_limited: f64,
+    too_old: f64,
+    unwrap_errors: f64,
+    /// `VmHWM` after that evaluation (which also saves the rules' state).
+    peak_rss_kib: u64,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -272,6 +458,115 @@ fn count_lines(path: &Path) -> io::Result<(u64, u64, bool)> {
     Ok((lines, bytes, last != b'\n'))
 }
 
+/// Copies the corpus to `dst` with each line's `"timestamp": "…"` value replaced, lines in
+/// order: line i of n gets `now − RESTAMP_SPAN + RESTAMP_SPAN·i/n` (`now` is when the copy
+/// starts), written with microseconds (`2026-11-23T10:15:30.123456Z`). The generator
+/// stamps 50 requests a second whatever `--lines` is (its `--start` moves the first stamp,
+/// not the rate), so 2M lines span about 7 h and at most their last 10 minutes could fall
+/// in a rule's window. Also counts the distinct `path` values. Written beside `dst`,
+/// synced and renamed, so that writeback does not run during a measurement.
+fn restamp(src: &Corpus, dst: &Path) -> BenchResult<(Corpus, u64)> {
+    let started = Instant::now();
+    let err = |e: io::Error| {
+        format!(
+            "restamping {} into {}: {e}",
+            src.path.display(),
+            dst.display()
+        )
+    };
+    let end = unix_nanos();
+    let span = RESTAMP_SPAN.as_nanos() as i64;
+    let partial = dst.with_extension("partial");
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(&src.path).map_err(err)?);
+    let mut writer = io::BufWriter::with_capacity(1 << 20, File::create(&partial).map_err(err)?);
+    // structlog's JSONRenderer writes `"key": "value"` and puts `timestamp` last.
+    let timestamp_key = memchr::memmem::FinderRev::new(b"\"timestamp\": \"");
+    let path_key = memchr::memmem::Finder::new(b"\"path\": \"");
+    let mut paths: HashSet<Vec<u8>> = HashSet::new();
+    let mut line = Vec::with_capacity(4096);
+    let mut stamp = String::with_capacity(32);
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(err)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break; // A final line without a newline is not counted by `count_lines` either.
+        }
+        lines += 1;
+        if let Some(at) = path_key.find(&line) {
+            let value = &line[at + 9..];
+            let value = &value[..memchr::memchr(b'"', value).unwrap_or(0)];
+            if !paths.contains(value) {
+                paths.insert(value.to_vec());
+            }
+        }
+        let value = timestamp_key.rfind(&line).and_then(|at| {
+            let from = at + 14;
+            let len = memchr::memchr(b'"', &line[from..])?;
+            Some((from, from + len))
+        });
+        let Some((from, to)) = value else {
+            writer.write_all(&line).map_err(err)?;
+            bytes += line.len() as u64;
+            continue;
+        };
+        let offset = (i128::from(span) * i128::from(lines) / i128::from(src.lines.max(1))) as i64;
+        stamp.clear();
+        rfc3339_micros(end - span + offset, &mut stamp);
+        writer.write_all(&line[..from]).map_err(err)?;
+        writer.write_all(stamp.as_bytes()).map_err(err)?;
+        writer.write_all(&line[to..]).map_err(err)?;
+        bytes += (line.len() - (to - from) + stamp.len()) as u64;
+    }
+    let file = writer.into_inner().map_err(|e| err(e.into_error()))?;
+    file.sync_all().map_err(err)?;
+    drop(file);
+    fs::rename(&partial, dst).map_err(err)?;
+    eprintln!(
+        "restamped {} lines in {:.1} s",
+        thousands(lines),
+        started.elapsed().as_secs_f64()
+    );
+    let corpus = Corpus {
+        path: dst.to_path_buf(),
+        lines,
+        bytes,
+    };
+    Ok((corpus, paths.len() as u64))
+}
+
+fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// `2026-11-23T10:15:30.123456Z` for nanoseconds since the Unix epoch.
+fn rfc3339_micros(nanos: i64, out: &mut String) {
+    use std::fmt::Write as _;
+    let secs = nanos.div_euclid(1_000_000_000);
+    let micros = nanos.rem_euclid(1_000_000_000) / 1_000;
+    let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (Howard Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        day_secs / 3_600,
+        day_secs % 3_600 / 60,
+        day_secs % 60
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Reference: a minimal serde_json line-parse loop, run in a child process so that its
 // CPU time and peak RSS are its own.
@@ -305,10 +600,12 @@ fn run_reference(corpus: &Corpus) -> BenchResult<Measurement> {
             corpus.lines
         );
     }
+    let cpu_s = field("cpu_s")?;
     Ok(Measurement {
         wall_s: field("wall_s")?,
-        cpu_s: field("cpu_s")?,
+        cpu_s,
         peak_rss_kib: field("vm_hwm_kib")? as u64,
+        busiest_thread_s: cpu_s,
     })
 }
 
@@ -372,7 +669,14 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(bin: &Path, dir: &Path, name: &str, log_glob: &Path) -> BenchResult<Agent> {
+    /// `rules` is the config's `rules:` line; empty, the agent runs the built-in pack.
+    fn start(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        log_glob: &Path,
+        rules: &str,
+    ) -> BenchResult<Agent> {
         let port = free_port()?;
         let data_dir = dir.join(format!("{name}-data"));
         fs::create_dir_all(&data_dir)
@@ -384,7 +688,8 @@ impl Agent {
             "data_dir: {data}\n\
              api: {{ listen: 127.0.0.1:{port} }}\n\
              logs:\n  - {{ name: app, paths: [{glob}], format: structlog, start_at: beginning }}\n\
-             export: {{ blackhole: true }}\n",
+             export: {{ blackhole: true }}\n\
+             {rules}\n",
             data = quoted(&data_dir),
             glob = quoted(log_glob),
         );
@@ -464,8 +769,14 @@ impl Drop for Agent {
     }
 }
 
-fn run_agent(bin: &Path, dir: &Path, corpus: &Corpus, clk_tck: u64) -> BenchResult<Measurement> {
-    let mut agent = Agent::start(bin, dir, "run", &corpus.path)?;
+fn run_agent(
+    bin: &Path,
+    dir: &Path,
+    run: &AgentRun,
+    corpus: &Corpus,
+    clk_tck: u64,
+) -> BenchResult<AgentResult> {
+    let mut agent = Agent::start(bin, dir, run.name, &corpus.path, &run.rules)?;
     let target = corpus.lines as f64;
     let mut last_count = -1.0;
     let mut last_progress = Instant::now();
@@ -473,44 +784,58 @@ fn run_agent(bin: &Path, dir: &Path, corpus: &Corpus, clk_tck: u64) -> BenchResu
     loop {
         agent.check_alive()?;
         let count = match http_get(agent.port, "/metrics") {
-            Ok((200, body)) => Some(sum_metric(&String::from_utf8_lossy(&body), RECORDS_METRIC)),
+            Ok((200, body)) => Some(sum_metric_where(
+                &String::from_utf8_lossy(&body),
+                SINK_SENT_METRIC,
+                SINK_LABEL,
+            )),
             _ => None, // Not listening yet, or a transient error: try again.
         };
         let now = Instant::now();
         if let Some(count) = count {
             if count >= target {
-                // Sample at once: this is the moment the last line was counted.
+                // Sample at once: this is the moment the last line was passed on.
                 let wall_s = agent.started.elapsed().as_secs_f64();
                 let pid = agent.pid().to_string();
                 let cpu_ticks =
                     proc_cpu_ticks(&pid).map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
                 let peak_rss_kib = proc_status_kib(&pid, "VmHWM")
                     .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
+                let busiest_ticks = busiest_thread_ticks(&pid)
+                    .map_err(|e| format!("reading /proc/{pid}/task: {e}"))?;
                 if count > target {
                     eprintln!(
-                        "warning: the agent counted {count} records for {} lines: lines counted twice?",
+                        "warning: the sink passed on {count} records for {} lines: lines counted twice?",
                         corpus.lines
                     );
                 }
-                if let Ok((200, body)) = http_get(agent.port, "/metrics") {
-                    let errors = sum_metric(
-                        &String::from_utf8_lossy(&body),
-                        "sidewatch_log_parse_errors_total",
-                    );
-                    if errors > 0.0 {
-                        eprintln!("note: the agent reported {errors} parse errors");
-                    }
+                let metrics = match http_get(agent.port, "/metrics") {
+                    Ok((200, body)) => String::from_utf8_lossy(&body).into_owned(),
+                    _ => String::new(),
+                };
+                let errors = sum_metric(&metrics, "sidewatch_log_parse_errors_total");
+                if errors > 0.0 {
+                    eprintln!("note: the agent reported {errors} parse errors");
                 }
+                let rules = if run.evaluated {
+                    Some(wait_for_evaluation(&mut agent, &metrics)?)
+                } else {
+                    None
+                };
                 match agent.stop() {
                     Some(status) if !status.success() => {
                         eprintln!("warning: agent exited with {status} after SIGTERM (expected 0)")
                     }
                     _ => {}
                 }
-                return Ok(Measurement {
-                    wall_s,
-                    cpu_s: cpu_ticks as f64 / clk_tck as f64,
-                    peak_rss_kib,
+                return Ok(AgentResult {
+                    measurement: Measurement {
+                        wall_s,
+                        cpu_s: cpu_ticks as f64 / clk_tck as f64,
+                        peak_rss_kib,
+                        busiest_thread_s: busiest_ticks as f64 / clk_tck as f64,
+                    },
+                    rules,
                 });
             }
             if count > last_count {
@@ -529,7 +854,7 @@ fn run_agent(bin: &Path, dir: &Path, corpus: &Corpus, clk_tck: u64) -> BenchResu
         }
         if agent.started.elapsed() > RUN_TIMEOUT {
             return Err(agent.failure(&format!(
-                "timeout: the agent counted {} of {} records in {:?}",
+                "timeout: the sink passed on {} of {} records in {:?}",
                 last_count.max(0.0),
                 corpus.lines,
                 RUN_TIMEOUT
@@ -537,13 +862,50 @@ fn run_agent(bin: &Path, dir: &Path, corpus: &Corpus, clk_tck: u64) -> BenchResu
         }
         if now.duration_since(last_progress) > STALL_TIMEOUT {
             return Err(agent.failure(&format!(
-                "stalled: the agent's record count stayed at {} of {} for {:?}",
+                "stalled: the sink's record count stayed at {} of {} for {:?}",
                 last_count.max(0.0),
                 corpus.lines,
                 STALL_TIMEOUT
             )));
         }
         sleep(POLL_INTERVAL);
+    }
+}
+
+/// Waits until the rules have been evaluated once more than in `at_end` (the metrics
+/// when the last record had been ingested: an evaluation holds the engine for all of its
+/// groups, so that one saw every record), then reads the rules' metrics.
+fn wait_for_evaluation(agent: &mut Agent, at_end: &str) -> BenchResult<RuleFigures> {
+    const EVALUATIONS: &str = "sidewatch_rule_evaluations_total";
+    let evaluations_during = sum_metric(at_end, EVALUATIONS);
+    let deadline = Instant::now() + EVALUATION_TIMEOUT;
+    loop {
+        agent.check_alive()?;
+        if let Ok((200, body)) = http_get(agent.port, "/metrics") {
+            let text = String::from_utf8_lossy(&body);
+            let evaluations = sum_metric(&text, EVALUATIONS);
+            if evaluations > evaluations_during {
+                let pid = agent.pid().to_string();
+                let peak_rss_kib = proc_status_kib(&pid, "VmHWM")
+                    .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
+                return Ok(RuleFigures {
+                    evaluations_during,
+                    evaluations,
+                    failures: sum_metric(&text, "sidewatch_rule_evaluation_failures_total"),
+                    window_series: sum_metric(&text, "sidewatch_rule_window_series"),
+                    series_limited: sum_metric(&text, "sidewatch_rule_series_limited_total"),
+                    too_old: sum_metric(&text, "sidewatch_rule_records_too_old_total"),
+                    unwrap_errors: sum_metric(&text, "sidewatch_rule_unwrap_errors_total"),
+                    peak_rss_kib,
+                });
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(agent.failure(&format!(
+                "no rule evaluation within {EVALUATION_TIMEOUT:?} of the last record"
+            )));
+        }
+        sleep(Duration::from_millis(200));
     }
 }
 
@@ -555,7 +917,8 @@ struct Idle {
 fn run_idle(bin: &Path, dir: &Path, clk_tck: u64) -> BenchResult<Idle> {
     let logs = dir.join("idle");
     fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
-    let mut agent = Agent::start(bin, dir, "idle", &logs.join("*.log"))?;
+    // No `rules:` line: the agent as shipped, with the built-in rule pack.
+    let mut agent = Agent::start(bin, dir, "idle", &logs.join("*.log"), "")?;
     loop {
         agent.check_alive()?;
         if let Ok((200, _)) = http_get(agent.port, "/readyz") {
@@ -585,22 +948,28 @@ fn run_idle(bin: &Path, dir: &Path, clk_tck: u64) -> BenchResult<Idle> {
 // ---------------------------------------------------------------------------------------
 // Report
 
-fn print_table(corpus: &Corpus, agent: Option<&Measurement>, reference: &Measurement) {
-    let mlines = corpus.lines as f64 / 1e6;
-    let row = |name: &str, m: &Measurement| {
-        format!(
-            "{name:<26}{:>11} {:>8.1} {:>14.2} {:>6.1} MiB {:>8.2}",
-            thousands((corpus.lines as f64 / m.wall_s).round() as u64),
-            corpus.bytes as f64 / 1e6 / m.wall_s,
-            m.cpu_s / mlines,
-            mib(m.peak_rss_kib),
-            m.wall_s,
-        )
-    };
-    println!(
+fn table_header() -> String {
+    format!(
         "{:<26}{:>11} {:>8} {:>14} {:>10} {:>8}",
         "", "lines/s", "MB/s", "CPU-s/Mlines", "peak RSS", "wall s"
-    );
+    )
+}
+
+fn table_row(corpus: &Corpus, name: &str, m: &Measurement) -> String {
+    format!(
+        "{name:<26}{:>11} {:>8.1} {:>14.2} {:>6.1} MiB {:>8.2}",
+        thousands((corpus.lines as f64 / m.wall_s).round() as u64),
+        corpus.bytes as f64 / 1e6 / m.wall_s,
+        m.cpu_s / (corpus.lines as f64 / 1e6),
+        mib(m.peak_rss_kib),
+        m.wall_s,
+    )
+}
+
+fn print_table(corpus: &Corpus, agent: Option<&Measurement>, reference: &Measurement) {
+    let mlines = corpus.lines as f64 / 1e6;
+    let row = |name: &str, m: &Measurement| table_row(corpus, name, m);
+    println!("{}", table_header());
     match agent {
         Some(agent) => println!("{}", row("sidewatch tail+structlog", agent)),
         None => println!("{:<26}{:>11}", "sidewatch tail+structlog", "failed"),
@@ -632,6 +1001,151 @@ fn print_idle(idle: &Idle) {
         idle.cpu_pct,
         mark(idle.cpu_pct < TARGET_IDLE_CPU_PCT),
     );
+}
+
+/// The run of median wall time (the faster of the middle two for an even count).
+fn median_run(runs: &[AgentResult]) -> Option<&AgentResult> {
+    let mut sorted: Vec<&AgentResult> = runs.iter().collect();
+    sorted.sort_by(|a, b| a.measurement.wall_s.total_cmp(&b.measurement.wall_s));
+    sorted.get(sorted.len().saturating_sub(1) / 2).copied()
+}
+
+fn print_rules(corpus: &Corpus, rules_name: &str, nones: &[AgentResult], rules: &[AgentResult]) {
+    println!();
+    println!("rules: {rules_name}");
+    println!("{}  {:>14}", table_header(), "busiest thread");
+    for (round, (none, rule)) in nones.iter().zip(rules).enumerate() {
+        for (name, run) in [("no rules", none), ("rules", rule)] {
+            println!(
+                "{}  {:>12.2} s",
+                table_row(
+                    corpus,
+                    &format!("round {}, {name}", round + 1),
+                    &run.measurement
+                ),
+                run.measurement.busiest_thread_s
+            );
+        }
+    }
+    let ratios: Vec<f64> = nones
+        .iter()
+        .zip(rules)
+        .map(|(n, r)| n.measurement.wall_s / r.measurement.wall_s)
+        .collect();
+    let (Some(none), Some(rule)) = (median_run(nones), median_run(rules)) else {
+        return;
+    };
+    let ratio = none.measurement.wall_s / rule.measurement.wall_s;
+    println!(
+        "throughput with rules / without (medians of {} rounds): {:.1}%  (target ≥ {:.0}%)  {}   \
+         per round: {}",
+        ratios.len(),
+        100.0 * ratio,
+        100.0 * TARGET_RULES_RATIO,
+        mark(ratio >= TARGET_RULES_RATIO),
+        ratios
+            .iter()
+            .map(|r| format!("{:.1}%", 100.0 * r))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    let mlines = corpus.lines as f64 / 1e6;
+    println!(
+        "  CPU-s per million lines: {:.2} without rules, {:.2} with ({:+.2}); busiest thread \
+         {:.2} s without, {:.2} s with: on two free cores the rules would keep {:.1}% of the \
+         throughput",
+        none.measurement.cpu_s / mlines,
+        rule.measurement.cpu_s / mlines,
+        (rule.measurement.cpu_s - none.measurement.cpu_s) / mlines,
+        none.measurement.busiest_thread_s,
+        rule.measurement.busiest_thread_s,
+        100.0 * none.measurement.busiest_thread_s / rule.measurement.busiest_thread_s,
+    );
+    if let Some(figures) = &rule.rules {
+        print_rule_figures(figures);
+    }
+    let too_old: f64 = rules
+        .iter()
+        .filter_map(|r| r.rules.as_ref())
+        .map(|f| f.too_old)
+        .sum();
+    let empty = rules
+        .iter()
+        .filter_map(|r| r.rules.as_ref())
+        .any(|f| f.window_series == 0.0);
+    println!(
+        "  records too old over the rule runs (must be ~0, else the windows missed records): {}  {}",
+        thousands(too_old as u64),
+        mark(too_old == 0.0 && !empty)
+    );
+}
+
+fn print_rule_figures(figures: &RuleFigures) {
+    println!(
+        "  after the first evaluation past the last record: window series {}, series limited \
+         {}, evaluations {} ({} while reading), evaluation failures {} {}, unwrap errors {}, \
+         peak RSS then {:.1} MiB",
+        thousands(figures.window_series as u64),
+        thousands(figures.series_limited as u64),
+        thousands(figures.evaluations as u64),
+        thousands(figures.evaluations_during as u64),
+        figures.failures,
+        mark(figures.failures == 0.0),
+        thousands(figures.unwrap_errors as u64),
+        mib(figures.peak_rss_kib),
+    );
+}
+
+fn print_cardinality(
+    distinct_paths: u64,
+    none: &AgentResult,
+    bounded: &AgentResult,
+    unbounded: &AgentResult,
+) {
+    println!();
+    println!(
+        "cardinality: `{CARDINALITY_EXPR}` over {} distinct `path` values",
+        thousands(distinct_paths)
+    );
+    println!(
+        "{:<30}{:>14} {:>18} {:>14} {:>16}",
+        "", "peak RSS", "after evaluation", "window series", "series limited"
+    );
+    println!(
+        "{:<30}{:>10.1} MiB",
+        "no rules",
+        mib(none.measurement.peak_rss_kib)
+    );
+    for (name, run) in [
+        (format!("max_series {DEFAULT_MAX_SERIES}"), bounded),
+        (format!("max_series {UNBOUNDED_MAX_SERIES}"), unbounded),
+    ] {
+        let Some(f) = &run.rules else { continue };
+        println!(
+            "{name:<30}{:>10.1} MiB {:>14.1} MiB {:>14} {:>16}",
+            mib(run.measurement.peak_rss_kib),
+            mib(f.peak_rss_kib),
+            thousands(f.window_series as u64),
+            thousands(f.series_limited as u64),
+        );
+    }
+    if let (Some(b), Some(u)) = (&bounded.rules, &unbounded.rules) {
+        let base = mib(none.measurement.peak_rss_kib);
+        println!(
+            "the limit holds the window at {} series (≤ {DEFAULT_MAX_SERIES}) {}: peak RSS {:+.1} MiB \
+             over no rules, against {:+.1} MiB for {} series without it; too old: {} / {}, \
+             evaluation failures: {} / {}",
+            thousands(b.window_series as u64),
+            mark(b.window_series <= DEFAULT_MAX_SERIES as f64 && b.window_series > 0.0),
+            mib(b.peak_rss_kib) - base,
+            mib(u.peak_rss_kib) - base,
+            thousands(u.window_series as u64),
+            thousands(b.too_old as u64),
+            thousands(u.too_old as u64),
+            b.failures,
+            u.failures,
+        );
+    }
 }
 
 fn mark(pass: bool) -> &'static str {
@@ -675,6 +1189,19 @@ fn proc_cpu_ticks(pid: &str) -> io::Result<u64> {
             .ok_or_else(|| io::Error::other(format!("no field {n} in /proc/{pid}/stat")))
     };
     Ok(field(14)? + field(15)?)
+}
+
+/// The largest `proc_cpu_ticks` of the process's threads (`/proc/<pid>/task/*`).
+fn busiest_thread_ticks(pid: &str) -> io::Result<u64> {
+    let mut busiest = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let tid = task?.file_name();
+        // A thread may exit between the listing and the read.
+        if let Ok(ticks) = proc_cpu_ticks(&format!("{pid}/task/{}", tid.to_string_lossy())) {
+            busiest = busiest.max(ticks);
+        }
+    }
+    Ok(busiest)
 }
 
 /// A `kB` line such as `VmHWM:  12345 kB` from `/proc/<pid>/status`.
@@ -773,13 +1300,24 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 
 /// The sum of a metric's samples over all its label sets, in the Prometheus text format.
 fn sum_metric(text: &str, name: &str) -> f64 {
+    sum_metric_where(text, name, "")
+}
+
+/// The sum of a metric's samples whose label block contains `label` (`k="v"`).
+fn sum_metric_where(text: &str, name: &str, label: &str) -> f64 {
     text.lines()
         .filter_map(|line| {
             let rest = line.strip_prefix(name)?;
             let rest = match rest.as_bytes().first()? {
-                b'{' => &rest[label_block_end(rest)?..],
-                b' ' | b'\t' => rest,
-                _ => return None, // Another metric sharing the prefix.
+                b'{' => {
+                    let end = label_block_end(rest)?;
+                    if !rest[..end].contains(label) {
+                        return None;
+                    }
+                    &rest[end..]
+                }
+                b' ' | b'\t' if label.is_empty() => rest,
+                _ => return None, // Another metric sharing the prefix, or unlabelled.
             };
             rest.split_whitespace().next()?.parse::<f64>().ok()
         })
