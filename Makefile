@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test setup lint unit rules e2e bench bench-verify
+.PHONY: demo test setup lint unit rules e2e bench bench-verify bench-notify
 
 ## demo: the structlog app and sidewatch tailing it; records and metrics on screen
 demo: setup
@@ -40,3 +40,8 @@ bench: setup
 ## per scenario replayed; corpora cached in target/bench-corpus/deploy/)
 bench-verify: setup
 	.venv/bin/python bench/verify_accuracy.py
+
+## bench-notify: alert latency of BENCHMARKS.md, from a log line to the webhook (100 alerts)
+bench-notify: setup
+	$(CARGO) build --release -p sidewatch
+	.venv/bin/python bench/notify_latency.py

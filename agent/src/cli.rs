@@ -73,6 +73,13 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Manage silences on a running agent (like amtool silence)
+    Silence {
+        #[command(subcommand)]
+        action: SilenceAction,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Exit 0 if a running agent's /healthz answers (for container HEALTHCHECK)
     Healthcheck {
         /// The agent's API [default: http://<api.listen of the config>, else http://127.0.0.1:9777]
@@ -81,14 +88,47 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum SilenceAction {
+    /// Silence the alerts that match every MATCHER (`alertname="HighErrorRatio"`,
+    /// `path=~"/api/.*"`, `env!="dev"`); prints the new silence's id
+    Add {
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// Why (required, as in Alertmanager)
+        #[arg(long)]
+        comment: String,
+        /// Who [default: $USER]
+        #[arg(long, short = 'a', env = "USER")]
+        author: Option<String>,
+        /// How long from now (or from --start)
+        #[arg(long, short = 'd', default_value = "1h", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Start later than now (RFC 3339)
+        #[arg(long)]
+        start: Option<String>,
+    },
+    /// Active and pending silences (with --expired, the expired ones too)
+    List {
+        #[arg(long)]
+        expired: bool,
+    },
+    /// End silences now
+    Expire {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
 /// How the verbs that talk to a running agent reach it.
 #[derive(Debug, clap::Args)]
 pub struct ApiArgs {
     /// The agent's API [default: http://127.0.0.1:9777]
-    #[arg(long, default_value = "http://127.0.0.1:9777")]
+    // Global: `sidewatch silence add … --url U` puts it after the sub-verb.
+    #[arg(long, default_value = "http://127.0.0.1:9777", global = true)]
     pub url: String,
     /// Bearer token [default: $SIDEWATCH_TOKEN]
-    #[arg(long, env = "SIDEWATCH_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "SIDEWATCH_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 }
 
@@ -150,6 +190,34 @@ pub fn check(explicit: Option<&std::path::Path>) -> ExitCode {
                 files.len(),
                 if files.is_empty() { "" } else { ": " },
                 files.join(", ")
+            );
+            let alerting = &config.alerting;
+            let mut receivers: Vec<String> = alerting
+                .receivers
+                .iter()
+                .map(|r| {
+                    let kinds: Vec<&str> = [
+                        r.email.as_ref().map(|_| "email"),
+                        r.webhook.as_ref().map(|_| "webhook"),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                    format!("{} ({})", r.name, kinds.join(", "))
+                })
+                .collect();
+            if receivers.is_empty() {
+                receivers.push("log (the agent's log)".into());
+            }
+            fn routes(route: &crate::notify::config::Route) -> usize {
+                1 + route.routes.iter().map(routes).sum::<usize>()
+            }
+            let urls: usize = alerting.alertmanagers.iter().map(|a| a.urls.len()).sum();
+            println!(
+                "{}: ok: notifications: {} route(s) to {}; {urls} alertmanager URL(s)",
+                config.origin(),
+                routes(&alerting.route),
+                receivers.join(", ")
             );
             ExitCode::SUCCESS
         }
@@ -444,4 +512,155 @@ pub async fn status(api: &ApiArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `sidewatch silence add|list|expire`.
+pub async fn silence(action: &SilenceAction, api: &ApiArgs) -> ExitCode {
+    match action {
+        SilenceAction::Add {
+            matchers,
+            comment,
+            author,
+            duration,
+            start,
+        } => {
+            let mut list = Vec::new();
+            for text in matchers {
+                match crate::notify::matcher::Matcher::parse(text) {
+                    Ok(m) => {
+                        use crate::notify::matcher::MatchOp;
+                        list.push(serde_json::json!({
+                            "name": m.name,
+                            "value": m.value,
+                            "isRegex": matches!(m.op, MatchOp::Regex | MatchOp::NotRegex),
+                            "isEqual": matches!(m.op, MatchOp::Equal | MatchOp::Regex),
+                        }));
+                    }
+                    Err(e) => {
+                        eprintln!("error: invalid matcher `{text}`: {}", e.message);
+                        eprintln!(
+                            "hint: write it like alertname=\"HighErrorRatio\" or path=~\"/api/.*\""
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            let starts_at = match start {
+                Some(text) => match crate::parse::time::parse_iso8601(text.as_bytes()) {
+                    Some(t) => t,
+                    None => {
+                        eprintln!(
+                            "error: --start `{text}` is not an RFC 3339 time (2026-11-24T10:00:00Z)"
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => crate::rule_runner::unix_nanos(),
+            };
+            let ends_at =
+                starts_at.saturating_add(i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX));
+            let body = serde_json::json!({
+                "matchers": list,
+                "startsAt": crate::parse::time::rfc3339(starts_at),
+                "endsAt": crate::parse::time::rfc3339(ends_at),
+                "createdBy": author.clone().unwrap_or_else(|| "sidewatch".into()),
+                "comment": comment,
+            });
+            match call(api, "POST", "/api/v1/silences", Some(body.to_string())).await {
+                Ok((200, doc)) => {
+                    println!("{}", doc["silenceID"].as_str().unwrap_or("?"));
+                    ExitCode::SUCCESS
+                }
+                Ok((code, doc)) => api_refused(code, &doc),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        SilenceAction::List { expired } => {
+            let doc = match call(api, "GET", "/api/v1/silences", None).await {
+                Ok((200, doc)) => doc,
+                Ok((code, doc)) => return api_refused(code, &doc),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!(
+                "{:<34} {:<8} {:<22} {:<22} {:<12} MATCHERS / COMMENT",
+                "ID", "STATE", "STARTS", "ENDS", "CREATED BY"
+            );
+            for s in doc.as_array().into_iter().flatten() {
+                let state = s["status"]["state"].as_str().unwrap_or("?");
+                if state == "expired" && !expired {
+                    continue;
+                }
+                let matchers: Vec<String> = s["matchers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| {
+                        let op = match (
+                            m["isEqual"].as_bool() != Some(false),
+                            m["isRegex"].as_bool() == Some(true),
+                        ) {
+                            (true, false) => "=",
+                            (false, false) => "!=",
+                            (true, true) => "=~",
+                            (false, true) => "!~",
+                        };
+                        format!(
+                            "{}{op}{:?}",
+                            m["name"].as_str().unwrap_or(""),
+                            m["value"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{:<34} {:<8} {:<22} {:<22} {:<12} {} — {}",
+                    s["id"].as_str().unwrap_or("?"),
+                    state,
+                    s["startsAt"].as_str().unwrap_or("?"),
+                    s["endsAt"].as_str().unwrap_or("?"),
+                    s["createdBy"].as_str().unwrap_or("?"),
+                    matchers.join(" "),
+                    s["comment"].as_str().unwrap_or("")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        SilenceAction::Expire { ids } => {
+            let mut failed = false;
+            for id in ids {
+                match call(api, "DELETE", &format!("/api/v1/silences/{id}"), None).await {
+                    Ok((200, _)) => println!("expired {id}"),
+                    Ok((code, doc)) => {
+                        api_refused(code, &doc);
+                        failed = true;
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}
+
+fn api_refused(code: u16, doc: &serde_json::Value) -> ExitCode {
+    eprintln!(
+        "error: the agent answered {code}: {}",
+        doc["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| doc.to_string())
+    );
+    ExitCode::FAILURE
 }

@@ -15,7 +15,10 @@
 //! - `replay`: `sidewatch replay`, the rules over recorded logs
 //! - `deploy/`: deployment detection, per-version evidence, verification statistics — pure
 //! - `deploy_runner`: deployments live (looks, probe boost, peers' baselines, saved state)
+//! - `notify_runner`: the notifier live (alerts in, outbox, delivery, Alertmanagers)
 //! - `jsonpath`: the JSONPath subset probes read bodies with
+//! - `notify/`: routing, grouping, silences, inhibition, the outbox; email, webhook and
+//!   Alertmanager delivery
 //! - `export/`: the sink stage (file / stdout / blackhole outputs) and checkpoint commits
 //! - `state`: the one state store under `data_dir`
 //! - `api/`: the HTTP API and `/metrics`
@@ -29,6 +32,8 @@ pub mod deploy_runner;
 pub mod event;
 pub mod export;
 pub mod jsonpath;
+pub mod notify;
+pub mod notify_runner;
 pub mod parse;
 pub mod replay;
 pub mod rule_runner;

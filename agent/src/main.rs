@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             api,
         }) => runtime().block_on(cli::verify(version, id, wait, timeout, &api)),
         Some(Command::Status { api }) => runtime().block_on(cli::status(&api)),
+        Some(Command::Silence { action, api }) => runtime().block_on(cli::silence(&action, &api)),
         Some(Command::Healthcheck { url }) => {
             runtime().block_on(cli::healthcheck(cli.config.as_deref(), url))
         }

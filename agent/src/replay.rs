@@ -250,11 +250,7 @@ fn source_for<'a>(
         .unwrap_or(&config.logs[0])
 }
 
-fn rfc3339(t: i64) -> String {
-    let mut out = Vec::new();
-    crate::parse::time::write_rfc3339(&mut out, t);
-    String::from_utf8_lossy(&out).into_owned()
-}
+use crate::parse::time::rfc3339;
 
 fn alert_json(time: i64, e: &AlertEvent) -> serde_json::Value {
     let labels: serde_json::Map<String, serde_json::Value> = e

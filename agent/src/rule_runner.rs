@@ -60,6 +60,8 @@ pub struct RuleRunner {
     telemetry: Arc<Telemetry>,
     reloads_ok: Counter,
     reloads_failed: Counter,
+    /// Signalled after every evaluation: the notifier wakes to see the new alerts.
+    evaluated: Arc<tokio::sync::Notify>,
 }
 
 impl RuleRunner {
@@ -115,6 +117,7 @@ impl RuleRunner {
             rules: config.rules.clone(),
             options,
             telemetry: telemetry.clone(),
+            evaluated: Arc::new(tokio::sync::Notify::new()),
             reloads_ok: telemetry.counter(
                 "sidewatch_rule_reloads_total",
                 "Rule reloads (file change or SIGHUP), by outcome",
@@ -130,6 +133,11 @@ impl RuleRunner {
 
     pub fn engine(&self) -> SharedEngine {
         self.engine.clone()
+    }
+
+    /// Notified after every evaluation.
+    pub fn evaluated(&self) -> Arc<tokio::sync::Notify> {
+        self.evaluated.clone()
     }
 
     /// Evaluates on schedule until `shutdown`; reloads on SIGHUP or a change of the
@@ -164,6 +172,7 @@ impl RuleRunner {
                 _ = tokio::time::sleep(wait) => {
                     let now = unix_nanos() - delay;
                     let events = lock(&self.engine).advance(now);
+                    self.evaluated.notify_one();
                     self.report(&events);
                     self.report_limits(&mut announced);
                     self.save(now).await;

@@ -1,5 +1,5 @@
-//! The one state store under `data_dir`: file checkpoints now; rule windows, alert
-//! states, deployments, silences and the outbox as later components arrive.
+//! The one state store under `data_dir`: file checkpoints, rule windows and alert
+//! states, deployments, the notifier's groups and silences, and the outbox.
 //!
 //! It is a `redb` database: pure Rust, maintained, ACID with copy-on-write pages and a
 //! checksummed commit, so a `kill -9` or power cut leaves the last committed transaction
@@ -23,6 +23,12 @@ const RULE_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("rule_stat
 /// `"deployments"` → JSON `deploy::DeploymentState`: history, verdicts, sequential-test
 /// state and per-version evidence.
 const DEPLOY_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("deploy_state");
+/// `"dispatcher"` → JSON `notify::dispatch::DispatchState` (aggregation groups, their
+/// timers, the notification log); `"silences"` → JSON `notify::silence::Silences`.
+const NOTIFY_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("notify_state");
+/// Notification id → JSON `notify::outbox::OutboxEntry`: written before a notification is
+/// sent, removed once the receiver acknowledged it.
+const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -100,6 +106,8 @@ impl StateStore {
         txn.open_table(SOURCES_SEEN)?;
         txn.open_table(RULE_STATE)?;
         txn.open_table(DEPLOY_STATE)?;
+        txn.open_table(NOTIFY_STATE)?;
+        txn.open_table(OUTBOX)?;
         txn.commit()?;
         Ok(store)
     }
@@ -193,6 +201,61 @@ impl StateStore {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(RULE_STATE)?;
         Ok(table.get("engine")?.map(|v| v.value().to_vec()))
+    }
+}
+
+/// One write to the notifier's tables, applied in a single transaction so that the
+/// notification log never says "sent" for a notification the outbox does not hold.
+#[derive(Default)]
+pub struct NotifyWrite<'a> {
+    pub dispatcher: Option<&'a [u8]>,
+    pub silences: Option<&'a [u8]>,
+    /// Outbox entries to insert or replace, by notification id.
+    pub put: Vec<(&'a str, &'a [u8])>,
+    /// Outbox entries to remove (acknowledged or given up).
+    pub remove: Vec<&'a str>,
+}
+
+impl StateStore {
+    pub fn notify_write(&self, write: &NotifyWrite<'_>) -> Result<(), StateError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut state = txn.open_table(NOTIFY_STATE)?;
+            if let Some(bytes) = write.dispatcher {
+                state.insert("dispatcher", bytes)?;
+            }
+            if let Some(bytes) = write.silences {
+                state.insert("silences", bytes)?;
+            }
+            let mut outbox = txn.open_table(OUTBOX)?;
+            for (id, bytes) in &write.put {
+                outbox.insert(*id, *bytes)?;
+            }
+            for id in &write.remove {
+                outbox.remove(*id)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The notifier's saved `"dispatcher"` or `"silences"`.
+    pub fn notify_state(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(NOTIFY_STATE)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every outbox entry, by id.
+    pub fn outbox(&self) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            out.push((key.value().to_string(), value.value().to_vec()));
+        }
+        Ok(out)
     }
 }
 

@@ -138,6 +138,18 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     .context("cannot open the record outputs")?
     .with_deployments(deployments.clone(), started_tx.clone())
     .with_rules(engine.clone());
+    let notifier = crate::notify_runner::NotifyRunner::new(
+        &config,
+        store.clone(),
+        Some(engine.clone()),
+        Some(deployments.clone()),
+        runner.evaluated(),
+    )
+    .context("cannot start the notifier")?;
+    let notify_shared = notifier.shared.clone();
+    let receivers = notifier.receiver_names();
+    let notify_stop = CancellationToken::new();
+    let notify_task = tokio::spawn(notifier.run(notify_stop.clone()));
     let runner = Arc::new(runner);
     let rules_stop = CancellationToken::new();
     let rules_task = tokio::spawn({
@@ -161,6 +173,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         rules: Some(engine),
         deployments: Some((deployments.clone(), started_tx)),
         probes: probe_board,
+        notify: Some((notify_shared, receivers)),
     });
     let api_stop = CancellationToken::new();
     let api_task = tokio::spawn(api::serve(listener, api_state, api_stop.clone()));
@@ -192,6 +205,10 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), rules_task).await;
     deploy_stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), deploy_task).await;
+    // The notifier last: it sees the final alerts, gives deliveries in flight a moment,
+    // and leaves the rest in the outbox for the next run.
+    notify_stop.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(4), notify_task).await;
     if outcome == Outcome::Clean {
         runner.save_final().await;
         deploy_runner.save().await;

@@ -60,6 +60,13 @@ fn the_spec_example_passes_with_warnings_for_later_sections() {
 }
 
 #[test]
+fn alerting_problems_are_all_placed() {
+    let (code, out) = check("bad_alerting.yaml");
+    assert_eq!(code, 1, "{out}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
 fn a_missing_file_is_an_error_not_defaults() {
     let (code, out) = check("does-not-exist.yaml");
     assert_eq!(code, 1, "{out}");

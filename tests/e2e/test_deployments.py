@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import Agent, StructlogApp, promtool_check, sidewatch_bin, wait_until
+from harness import Agent, StructlogApp, WebhookReceiver, promtool_check, sidewatch_bin, wait_until
 
 # The default pack's verifications (rules/python-service.yaml), min_samples scaled to
 # the test's traffic; plus one recording rule so the group machinery runs beside them.
@@ -133,7 +133,7 @@ class Traffic:
             raise self.failure
 
 
-def agent_config(tmp_path: Path, app: StructlogApp, **deployments) -> dict:
+def agent_config(tmp_path: Path, app: StructlogApp, alerting: dict | None = None, **deployments) -> dict:
     rules_file = tmp_path / "rules" / "deployments.yaml"
     rules_file.parent.mkdir(parents=True, exist_ok=True)
     rules_file.write_text(RULES)
@@ -160,6 +160,7 @@ def agent_config(tmp_path: Path, app: StructlogApp, **deployments) -> dict:
             **deployments,
         },
         "rules": {"files": [str(rules_file)], "evaluation_interval": "1s"},
+        **({"alerting": alerting} if alerting else {}),
     }
 
 
@@ -171,6 +172,7 @@ def start_service(
     version: str = "1.0.0",
     name: str = "app",
     agent_name: str = "sidewatch",
+    alerting: dict | None = None,
     **deployments,
 ) -> tuple[StructlogApp, Agent, Traffic]:
     """The app as `version` under traffic, and an agent on it that has seen that version
@@ -181,7 +183,7 @@ def start_service(
     )
     app.start(wait=False)
     agent = stack.enter_context(
-        Agent(tmp_path, agent_config(tmp_path, app, **deployments), name=agent_name)
+        Agent(tmp_path, agent_config(tmp_path, app, alerting, **deployments), name=agent_name)
     )
     app.wait_ready()
     traffic = stack.enter_context(Traffic(app))
@@ -389,8 +391,19 @@ def alerts(agent: Agent, name: str = "DeploymentVerdict") -> list[dict]:
 
 @pytest.mark.timeout(120)
 def test_worse_error_ratio_and_latency_fail_early_and_alert(tmp_path):
+    hook = WebhookReceiver(tmp_path)
+    # DeploymentVerdict goes to the webhook; everything else to the agent's log.
+    alerting = {
+        "route": {
+            "receiver": "log",
+            "group_wait": "0s",
+            "group_interval": "1s",
+            "routes": [{"matchers": ['alertname="DeploymentVerdict"'], "receiver": "hook"}],
+        },
+        "receivers": [{"name": "hook", "webhook": {"url": hook.url}}],
+    }
     with ExitStack() as stack:
-        app, agent, _traffic = start_service(stack, tmp_path)
+        app, agent, _traffic = start_service(stack, tmp_path, alerting=alerting)
         wait_baseline(app)
         # 1.1.0: 40% of calls fail (was 2%) and every call is 40ms slower.
         app.redeploy("1.1.0", env={**V1, "APP_ERROR_RATIO": "0.4", "APP_EXTRA_LATENCY_MS": "40"})
@@ -440,6 +453,20 @@ def test_worse_error_ratio_and_latency_fail_early_and_alert(tmp_path):
         wait_until(
             lambda: not alerts(agent), 10, lambda: f"DeploymentVerdict to resolve: {alerts(agent)}"
         )
+        # The verdict went through the notification path: one firing notification for
+        # the failed version, then its resolve when the next deployment started.
+        notified = wait_until(
+            lambda: (lambda d: d if [r["json"]["status"] for r in d] == ["firing", "resolved"] else None)(
+                hook.delivered()
+            ),
+            30,
+            lambda: f"a firing then a resolved DeploymentVerdict; got {[r['json'] for r in hook.delivered()]}",
+        )
+        (alert,) = notified[0]["json"]["alerts"]
+        assert alert["labels"]["alertname"] == "DeploymentVerdict"
+        assert (alert["labels"]["version"], alert["labels"]["verdict"]) == ("1.1.0", "fail"), alert
+        assert "error-ratio" in alert["annotations"]["summary"], alert
+        assert notified[1]["json"]["alerts"][0]["labels"]["version"] == "1.1.0"
         assert_no_panic(agent)
 
 

@@ -53,6 +53,8 @@ pub struct ApiState {
         crate::deploy::SharedDeployments,
         tokio::sync::mpsc::UnboundedSender<crate::deploy::tracker::Deployment>,
     )>,
+    /// The notifier (silences, outbox depth, counters) and its receivers' names.
+    pub notify: Option<(Arc<crate::notify_runner::NotifyShared>, Vec<String>)>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -65,6 +67,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/api/v1/deployments/{version}", get(get_deployment))
         .route("/api/v1/baselines/{version}", get(get_baseline))
+        .route("/api/v1/silences", get(list_silences).post(post_silence))
+        .route(
+            "/api/v1/silences/{id}",
+            get(get_silence).delete(expire_silence),
+        )
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -127,6 +134,9 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
             );
         }
     }
+    if let Some((notify, receivers)) = &state.notify {
+        notify.exposition(receivers, &mut body);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -181,6 +191,20 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
             "latest": d.tracker.live(),
         })
     });
+    let now = crate::rule_runner::unix_nanos();
+    let notifications = state.notify.as_ref().map(|(n, receivers)| {
+        let outbox = crate::notify_runner::lock(&n.outbox_depth).clone();
+        let silences = crate::notify_runner::lock(&n.silences);
+        let active = silences
+            .list()
+            .filter(|s| s.state(now) == crate::notify::silence::SilenceState::Active)
+            .count();
+        serde_json::json!({
+            "receivers": receivers,
+            "outbox": outbox,
+            "active_silences": active,
+        })
+    });
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "service": state.service,
@@ -188,18 +212,18 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "ready": state.ready.load(Ordering::Relaxed),
         "sources": sources,
-        "queues": { "log_batches": { "depth": depth, "capacity": capacity } },
+        "queues": {
+            "log_batches": { "depth": depth, "capacity": capacity },
+            "notifications": notifications.as_ref().map(|n| n["outbox"].clone()),
+        },
         "rule_groups": state.rules.as_ref().map(rule_groups).unwrap_or_default(),
         "probes": probes,
         "deployments": deployments,
+        "notifications": notifications,
     }))
 }
 
-fn rfc3339(unix_nanos: i64) -> String {
-    let mut out = Vec::new();
-    crate::parse::time::write_rfc3339(&mut out, unix_nanos);
-    String::from_utf8_lossy(&out).into_owned()
-}
+use crate::parse::time::rfc3339;
 
 fn rule_groups(engine: &crate::rule_runner::SharedEngine) -> Vec<serde_json::Value> {
     let engine = crate::rule_runner::lock(engine);
@@ -278,34 +302,25 @@ async fn alerts(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
     if let Some((deployments, _)) = &state.deployments {
         let d = crate::deploy_runner::lock(deployments);
         // A failed verdict fires `DeploymentVerdict` until the next deployment starts.
-        if let Some(live) = d.tracker.live()
-            && live.verdict == Some(crate::deploy::tracker::Verdict::Fail)
+        if let Some(alert) =
+            crate::notify_runner::deployment_alert(&d.tracker, &state.service, false, "")
         {
-            let failed: Vec<&str> = live
-                .checks
+            let labels: serde_json::Map<String, serde_json::Value> = alert
+                .labels
                 .iter()
-                .filter(|c| c.verdict == Some(crate::deploy::tracker::Verdict::Fail))
-                .map(|c| c.name.as_str())
+                .map(|(k, v)| (k.to_string(), v.into()))
+                .collect();
+            let annotations: serde_json::Map<String, serde_json::Value> = alert
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into()))
                 .collect();
             alerts.push(serde_json::json!({
-                "labels": {
-                    "alertname": "DeploymentVerdict",
-                    "version": live.version,
-                    "verdict": "fail",
-                    "service": state.service.name,
-                    "environment": state.service.environment,
-                },
-                "annotations": {
-                    "summary": format!(
-                        "version {} is worse than {}: {}",
-                        live.version,
-                        live.previous.as_deref().unwrap_or("the previous version"),
-                        failed.join(", ")
-                    ),
-                },
+                "labels": labels,
+                "annotations": annotations,
                 "state": "firing",
-                "activeAt": live.decided_at.map(rfc3339),
-                "firedAt": live.decided_at.map(rfc3339),
+                "activeAt": rfc3339(alert.starts_at),
+                "firedAt": rfc3339(alert.starts_at),
                 "value": "1",
             }));
         }
@@ -418,6 +433,119 @@ async fn announce_deployment(
         let _ = started.send(deployment.clone());
     }
     (StatusCode::CREATED, Json(deployment)).into_response()
+}
+
+fn no_notifier() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "error": "the notifier is not running" })),
+    )
+        .into_response()
+}
+
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
+/// Every silence, in Alertmanager v2's shape.
+async fn list_silences(State(state): State<Arc<ApiState>>) -> Response {
+    let Some((notify, _)) = &state.notify else {
+        return no_notifier();
+    };
+    let now = crate::rule_runner::unix_nanos();
+    let silences = crate::notify_runner::lock(&notify.silences);
+    // Alertmanager's order: active by end, then pending by start, then expired.
+    let list: Vec<serde_json::Value> = silences
+        .sorted(now)
+        .iter()
+        .map(|s| s.to_api_json(now))
+        .collect();
+    Json(serde_json::Value::Array(list)).into_response()
+}
+
+async fn get_silence(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some((notify, _)) = &state.notify else {
+        return no_notifier();
+    };
+    let now = crate::rule_runner::unix_nanos();
+    match crate::notify_runner::lock(&notify.silences).get(&id) {
+        Some(silence) => Json(silence.to_api_json(now)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "no silence with this id" })),
+        )
+            .into_response(),
+    }
+}
+
+/// Creates a silence (or updates the one whose `id` is given), as Alertmanager's
+/// `POST /api/v2/silences`: `{"silenceID": "…"}`.
+async fn post_silence(State(state): State<Arc<ApiState>>, body: axum::body::Bytes) -> Response {
+    let Some((notify, _)) = &state.notify else {
+        return no_notifier();
+    };
+    let json: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(format!("the body is not JSON: {e}")),
+    };
+    let silence = match crate::notify::silence::Silence::from_api_json(&json) {
+        Ok(s) => s,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let now = crate::rule_runner::unix_nanos();
+    let added = crate::notify_runner::lock(&notify.silences).add(
+        silence,
+        now,
+        crate::notify_runner::new_id,
+    );
+    let id = match added {
+        Ok(id) => id,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    if let Err(e) = notify.save_silences() {
+        tracing::error!(component = "api", "cannot save the silences: {e}");
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": "the silence is active but could not be saved" })),
+        )
+            .into_response();
+    }
+    tracing::info!(component = "api", silence = id, "silence saved");
+    (StatusCode::OK, Json(serde_json::json!({ "silenceID": id }))).into_response()
+}
+
+async fn expire_silence(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some((notify, _)) = &state.notify else {
+        return no_notifier();
+    };
+    let now = crate::rule_runner::unix_nanos();
+    let expired = crate::notify_runner::lock(&notify.silences).expire(&id, now);
+    match expired {
+        Ok(()) => {
+            if let Err(e) = notify.save_silences() {
+                tracing::error!(component = "api", "cannot save the silences: {e}");
+            }
+            tracing::info!(component = "api", silence = id, "silence expired");
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            let status = match e {
+                crate::notify::silence::SilenceError::NotFound(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+        }
+    }
 }
 
 async fn not_found() -> Response {

@@ -32,6 +32,7 @@ pub struct Config {
     pub probes: Vec<ProbeConfig>,
     pub deployments: DeploymentsConfig,
     pub rules: RulesConfig,
+    pub alerting: crate::notify::config::AlertingConfig,
     pub export: ExportConfig,
     /// Things worth telling the user that are not errors.
     pub warnings: Vec<String>,
@@ -223,6 +224,9 @@ impl Config {
             probes: Vec::new(),
             deployments: DeploymentsConfig::default(),
             rules: RulesConfig::default(),
+            alerting: crate::notify::config::AlertingConfig::defaults(
+                "http://127.0.0.1:9777".into(),
+            ),
             export: ExportConfig::default(),
             warnings: Vec::new(),
         }

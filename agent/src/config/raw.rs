@@ -2,8 +2,7 @@
 //! that phase two (`validate`) can report each problem as `file:line:col`. Everything is
 //! optional here; defaults and checks live in `validate`.
 //!
-//! Sections of later milestones (`probes`, `deployments`, `rules`, `alerting`,
-//! `otlp_receiver`, `export.otlp`) are accepted as opaque values so that a config written
+//! Sections of later milestones (`otlp_receiver`, `export.otlp`) are accepted as opaque values so that a config written
 //! against SPEC loads; `validate` warns that they are not active yet.
 
 use serde::Deserialize;
@@ -57,7 +56,7 @@ pub(super) struct RawConfig {
     pub(super) otlp_receiver: Option<Spanned<serde_json::Value>>,
     pub(super) deployments: Option<Spanned<RawDeployments>>,
     pub(super) rules: Option<Spanned<RawRules>>,
-    pub(super) alerting: Option<Spanned<serde_json::Value>>,
+    pub(super) alerting: Option<Spanned<RawAlerting>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +133,83 @@ pub(super) struct RawRules {
     pub(super) evaluation_interval: Option<S>,
     pub(super) evaluation_delay: Option<S>,
     pub(super) max_series: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawAlerting {
+    pub(super) alertmanagers: Option<Vec<Spanned<RawAlertmanager>>>,
+    pub(super) resend_delay: Option<S>,
+    pub(super) external_url: Option<S>,
+    pub(super) route: Option<Spanned<RawRoute>>,
+    pub(super) receivers: Option<Vec<Spanned<RawReceiver>>>,
+    pub(super) inhibit_rules: Option<Vec<Spanned<RawInhibitRule>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawAlertmanager {
+    pub(super) urls: Option<Spanned<Vec<S>>>,
+    pub(super) timeout: Option<S>,
+    pub(super) ca_file: Option<S>,
+    pub(super) bearer_token: Option<S>,
+    pub(super) bearer_token_file: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRoute {
+    pub(super) receiver: Option<S>,
+    pub(super) matchers: Option<Vec<S>>,
+    #[serde(rename = "continue")]
+    pub(super) continue_matching: Option<S>,
+    pub(super) group_by: Option<Spanned<Vec<S>>>,
+    pub(super) group_wait: Option<S>,
+    pub(super) group_interval: Option<S>,
+    pub(super) repeat_interval: Option<S>,
+    pub(super) routes: Option<Vec<Spanned<RawRoute>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawReceiver {
+    pub(super) name: Option<S>,
+    pub(super) email: Option<Spanned<RawEmail>>,
+    pub(super) webhook: Option<Spanned<RawWebhook>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawEmail {
+    pub(super) to: Option<Spanned<Vec<S>>>,
+    pub(super) from: Option<S>,
+    pub(super) smarthost: Option<S>,
+    pub(super) tls: Option<S>,
+    pub(super) username: Option<S>,
+    pub(super) password: Option<S>,
+    pub(super) password_file: Option<S>,
+    pub(super) ca_file: Option<S>,
+    pub(super) hello: Option<S>,
+    pub(super) subject: Option<S>,
+    pub(super) text: Option<S>,
+    pub(super) html: Option<S>,
+    pub(super) send_resolved: Option<S>,
+    pub(super) timeout: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawWebhook {
+    pub(super) url: Option<S>,
+    pub(super) url_file: Option<S>,
+    pub(super) format: Option<S>,
+    pub(super) hmac_secret: Option<S>,
+    pub(super) hmac_secret_file: Option<S>,
+    pub(super) ca_file: Option<S>,
+    pub(super) timeout: Option<S>,
+    pub(super) max_alerts: Option<S>,
+    pub(super) send_resolved: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawInhibitRule {
+    pub(super) source_matchers: Option<Vec<S>>,
+    pub(super) target_matchers: Option<Vec<S>>,
+    pub(super) equal: Option<Vec<S>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,12 +8,18 @@ use std::time::Duration;
 use serde_saphyr::Location;
 
 use super::raw::{
-    Node, RawConfig, RawDeployments, RawFieldNames, RawLogSource, RawProbe, RawRules, S,
+    Node, RawAlerting, RawAlertmanager, RawConfig, RawDeployments, RawEmail, RawFieldNames,
+    RawInhibitRule, RawLogSource, RawProbe, RawReceiver, RawRoute, RawRules, RawWebhook, S,
 };
 use super::{
     ApiConfig, Config, ConfigError, ConfigErrors, DeploymentsConfig, DetectSource, ExportConfig,
     LogSourceConfig, ProbeConfig, RulesConfig, Secret, ServiceConfig, StartAt,
 };
+use crate::notify::config::{
+    AlertingConfig, AlertmanagerConfig, EmailConfig, GroupBy, InhibitRule, LOG_RECEIVER, Receiver,
+    Route, SmtpTls, WebhookConfig, WebhookFormat,
+};
+use crate::notify::matcher::Matcher;
 use crate::parse::{FieldNames, Format};
 
 /// Loads and validates a config file.
@@ -152,6 +158,60 @@ fn known_keys(section: &[&str]) -> &'static [&'static str] {
             "evaluation_delay",
             "max_series",
         ],
+        ["alerting"] => &[
+            "alertmanagers",
+            "resend_delay",
+            "external_url",
+            "route",
+            "receivers",
+            "inhibit_rules",
+        ],
+        ["alerting", "alertmanagers"] => &[
+            "urls",
+            "timeout",
+            "ca_file",
+            "bearer_token",
+            "bearer_token_file",
+        ],
+        ["alerting", "route"] | ["alerting", "route", "routes", ..] => &[
+            "receiver",
+            "matchers",
+            "continue",
+            "group_by",
+            "group_wait",
+            "group_interval",
+            "repeat_interval",
+            "routes",
+        ],
+        ["alerting", "receivers"] => &["name", "email", "webhook"],
+        ["alerting", "receivers", "email"] => &[
+            "to",
+            "from",
+            "smarthost",
+            "tls",
+            "username",
+            "password",
+            "password_file",
+            "ca_file",
+            "hello",
+            "subject",
+            "text",
+            "html",
+            "send_resolved",
+            "timeout",
+        ],
+        ["alerting", "receivers", "webhook"] => &[
+            "url",
+            "url_file",
+            "format",
+            "hmac_secret",
+            "hmac_secret_file",
+            "ca_file",
+            "timeout",
+            "max_alerts",
+            "send_resolved",
+        ],
+        ["alerting", "inhibit_rules"] => &["source_matchers", "target_matchers", "equal"],
         ["export"] => &["file", "stdout", "blackhole", "otlp"],
         ["export", "file"] => &["path"],
         _ => &[],
@@ -530,12 +590,15 @@ impl Ctx {
             Some(d) => self.deployments(d.value),
             None => DeploymentsConfig::default(),
         };
-        for (name, value) in [
-            ("otlp_receiver", &raw.otlp_receiver),
-            ("alerting", &raw.alerting),
-        ] {
-            self.warn_inactive(name, value.as_ref().map(|v| v.referenced));
-        }
+        self.warn_inactive(
+            "otlp_receiver",
+            raw.otlp_receiver.as_ref().map(|v| v.referenced),
+        );
+        let default_url = format!("http://{}", api.listen);
+        let alerting = match raw.alerting {
+            Some(a) => self.alerting(a.value, a.referenced, default_url),
+            None => AlertingConfig::defaults(default_url),
+        };
         let rules = match raw.rules {
             Some(rules) => self.rules(rules.value),
             None => defaults.rules,
@@ -545,6 +608,7 @@ impl Ctx {
             probes,
             deployments,
             rules,
+            alerting,
             service,
             data_dir,
             checkpoint_interval,
@@ -775,6 +839,493 @@ impl Ctx {
             evaluation_delay,
             max_series,
         }
+    }
+
+    fn alerting(&mut self, raw: RawAlerting, at: Location, default_url: String) -> AlertingConfig {
+        let defaults = AlertingConfig::defaults(default_url);
+        let external_url = raw
+            .external_url
+            .as_ref()
+            .and_then(|v| self.string(v))
+            .map(|u| u.trim_end_matches('/').to_string())
+            .unwrap_or(defaults.external_url);
+        let resend_delay = self.duration(raw.resend_delay.as_ref(), defaults.resend_delay);
+        let alertmanagers = raw
+            .alertmanagers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|a| self.alertmanager(a.value, a.referenced))
+            .collect();
+        let mut receivers: Vec<Receiver> = Vec::new();
+        for r in raw.receivers.unwrap_or_default() {
+            let at = r.referenced;
+            if let Some(receiver) = self.receiver(r.value, at) {
+                if receiver.name == LOG_RECEIVER
+                    || receivers.iter().any(|x| x.name == receiver.name)
+                {
+                    self.error_at(
+                        at,
+                        format!("receiver name `{}` is used twice", receiver.name),
+                        (receiver.name == LOG_RECEIVER).then(|| {
+                            format!("`{LOG_RECEIVER}` is built in: alerts to the agent's log")
+                        }),
+                    );
+                }
+                receivers.push(receiver);
+            }
+        }
+        let route = match raw.route {
+            Some(route) => {
+                let parent = Route::default_root();
+                let root = self.route(route.value, route.referenced, &parent, &receivers, true);
+                root.unwrap_or(parent)
+            }
+            None => {
+                if !receivers.is_empty() {
+                    self.error_at(
+                        at,
+                        "`alerting.receivers` are set but there is no `alerting.route`",
+                        Some("add `route: { receiver: <name> }` to send alerts to them".into()),
+                    );
+                }
+                defaults.route
+            }
+        };
+        let inhibit_rules = raw
+            .inhibit_rules
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| self.inhibit_rule(r.value, r.referenced))
+            .collect();
+        AlertingConfig {
+            alertmanagers,
+            resend_delay,
+            route,
+            receivers,
+            inhibit_rules,
+            external_url,
+        }
+    }
+
+    fn alertmanager(&mut self, raw: RawAlertmanager, at: Location) -> Option<AlertmanagerConfig> {
+        let urls: Vec<String> = match &raw.urls {
+            Some(urls) if !urls.value.is_empty() => urls
+                .value
+                .iter()
+                .filter_map(|u| self.http_url(u, "Alertmanager URL", "http://127.0.0.1:9093"))
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect(),
+            _ => {
+                self.error_at(
+                    at,
+                    "an `alertmanagers` entry needs `urls`",
+                    Some("e.g. `- urls: [http://alertmanager:9093]`".into()),
+                );
+                return None;
+            }
+        };
+        Some(AlertmanagerConfig {
+            urls,
+            timeout: self.duration(raw.timeout.as_ref(), Duration::from_secs(10)),
+            ca_file: self.path(raw.ca_file.as_ref()),
+            bearer_token: self.secret(
+                raw.bearer_token.as_ref(),
+                raw.bearer_token_file.as_ref(),
+                "bearer_token",
+            ),
+        })
+    }
+
+    /// An `http://` or `https://` URL with a host; `None` (and an error) otherwise.
+    fn http_url(&mut self, value: &S, what: &str, example: &str) -> Option<String> {
+        let text = self.string(value)?;
+        let ok = (text.starts_with("http://") || text.starts_with("https://"))
+            && text
+                .parse::<axum::http::Uri>()
+                .is_ok_and(|u| u.host().is_some());
+        if ok {
+            Some(text)
+        } else {
+            // The URL may carry a token (a Slack webhook): never repeat it.
+            self.error_at(
+                value.referenced,
+                format!("invalid {what}"),
+                Some(format!("an http:// or https:// URL, e.g. {example}")),
+            );
+            None
+        }
+    }
+
+    fn path(&mut self, value: Option<&S>) -> Option<PathBuf> {
+        value
+            .and_then(|v| self.string(v))
+            .map(|f| self.relative_to_config(&f))
+    }
+
+    fn matchers(&mut self, list: Option<&Vec<S>>) -> Vec<Matcher> {
+        let mut out = Vec::new();
+        for m in list.map(|l| l.as_slice()).unwrap_or_default() {
+            let Some(text) = self.string(m) else { continue };
+            match Matcher::parse(&text) {
+                Ok(matcher) => out.push(matcher),
+                Err(e) => {
+                    // Point into the scalar: its text starts after an opening quote when
+                    // the YAML quotes it, which the column of the value includes.
+                    let at = m.referenced;
+                    self.error_at(
+                        at,
+                        format!("invalid matcher `{text}`: {}", e.message),
+                        Some("write it like Alertmanager: severity=\"page\", path=~\"/api/.*\", env!=\"dev\"".into()),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn route(
+        &mut self,
+        raw: RawRoute,
+        at: Location,
+        parent: &Route,
+        receivers: &[Receiver],
+        root: bool,
+    ) -> Option<Route> {
+        let receiver = match raw
+            .receiver
+            .as_ref()
+            .and_then(|v| self.string(v).map(|s| (s, v)))
+        {
+            Some((name, value)) => {
+                if name != LOG_RECEIVER && !receivers.iter().any(|r| r.name == name) {
+                    let mut names: Vec<&str> = receivers.iter().map(|r| r.name.as_str()).collect();
+                    names.push(LOG_RECEIVER);
+                    let hint = did_you_mean(&name, &names)
+                        .map(|m| format!("did you mean `{m}`?"))
+                        .unwrap_or_else(|| format!("receivers: {}", names.join(", ")));
+                    self.error_at(
+                        value.referenced,
+                        format!("unknown receiver `{name}`"),
+                        Some(hint),
+                    );
+                }
+                name
+            }
+            None if root => {
+                self.error_at(
+                    at,
+                    "the root `route` needs a `receiver`",
+                    Some("every alert that no child route takes goes to it".into()),
+                );
+                parent.receiver.clone()
+            }
+            None => parent.receiver.clone(),
+        };
+        let matchers = self.matchers(raw.matchers.as_ref());
+        if root && !matchers.is_empty() {
+            self.error_at(
+                at,
+                "the root `route` cannot have `matchers`",
+                Some("it takes every alert; put matchers on its `routes`".into()),
+            );
+        }
+        let group_by = match &raw.group_by {
+            Some(list) => {
+                let names: Vec<String> = list.value.iter().filter_map(|v| self.string(v)).collect();
+                if names.iter().any(|n| n == "...") {
+                    if names.len() > 1 {
+                        self.error_at(
+                            list.referenced,
+                            "`group_by: ['...']` groups by every label and takes no other name",
+                            None,
+                        );
+                    }
+                    GroupBy::All
+                } else {
+                    for (name, value) in names.iter().zip(&list.value) {
+                        let valid = !name.is_empty()
+                            && name.chars().enumerate().all(|(i, c)| {
+                                c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+                            });
+                        if !valid {
+                            self.error_at(
+                                value.referenced,
+                                format!("invalid label name `{name}` in `group_by`"),
+                                Some("label names are [a-zA-Z_][a-zA-Z0-9_]*, or '...' for every label".into()),
+                            );
+                        }
+                    }
+                    GroupBy::Labels(names)
+                }
+            }
+            None => parent.group_by.clone(),
+        };
+        let zero_ok =
+            |v: Option<&S>| v.is_some_and(|v| matches!(v.value.0.trim(), "0" | "0s" | "0ms"));
+        let group_wait = if zero_ok(raw.group_wait.as_ref()) {
+            Duration::ZERO
+        } else {
+            self.duration(raw.group_wait.as_ref(), parent.group_wait)
+        };
+        let group_interval = self.duration(raw.group_interval.as_ref(), parent.group_interval);
+        let repeat_interval = self.duration(raw.repeat_interval.as_ref(), parent.repeat_interval);
+        let mut route = Route {
+            receiver,
+            matchers,
+            continue_matching: self.boolean(raw.continue_matching.as_ref(), false),
+            group_by,
+            group_wait,
+            group_interval,
+            repeat_interval,
+            routes: Vec::new(),
+        };
+        if root && route.continue_matching {
+            self.error_at(at, "the root `route` cannot `continue`", None);
+        }
+        for child in raw.routes.unwrap_or_default() {
+            if let Some(child) = self.route(child.value, child.referenced, &route, receivers, false)
+            {
+                route.routes.push(child);
+            }
+        }
+        Some(route)
+    }
+
+    fn receiver(&mut self, raw: RawReceiver, at: Location) -> Option<Receiver> {
+        let Some(name) = raw.name.as_ref().and_then(|v| self.string(v)) else {
+            self.error_at(
+                at,
+                "receiver has no `name`",
+                Some("routes name their receiver: `receiver: oncall`".into()),
+            );
+            return None;
+        };
+        let email = raw.email.and_then(|e| self.email(e.value, e.referenced));
+        let webhook = raw
+            .webhook
+            .and_then(|w| self.webhook(w.value, w.referenced));
+        Some(Receiver {
+            name,
+            email,
+            webhook,
+        })
+    }
+
+    fn email(&mut self, raw: RawEmail, at: Location) -> Option<EmailConfig> {
+        let to: Vec<String> = match &raw.to {
+            Some(list) if !list.value.is_empty() => {
+                list.value.iter().filter_map(|v| self.address(v)).collect()
+            }
+            _ => {
+                self.error_at(
+                    at,
+                    "`email` needs `to`",
+                    Some("e.g. `to: [ops@example.com]`".into()),
+                );
+                return None;
+            }
+        };
+        let Some(from) = raw.from.as_ref().and_then(|v| self.address(v)) else {
+            if raw.from.is_none() {
+                self.error_at(
+                    at,
+                    "`email` needs `from`",
+                    Some("e.g. `from: sidewatch@example.com`".into()),
+                );
+            }
+            return None;
+        };
+        let smarthost = match raw.smarthost.as_ref() {
+            Some(v) => {
+                let text = self.string(v)?;
+                let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
+                if !valid {
+                    self.error_at(
+                        v.referenced,
+                        format!("invalid `smarthost` `{text}`"),
+                        Some("HOST:PORT, e.g. smtp.example.com:587".into()),
+                    );
+                }
+                text
+            }
+            None => {
+                self.error_at(
+                    at,
+                    "`email` needs `smarthost`",
+                    Some("HOST:PORT, e.g. smtp.example.com:587".into()),
+                );
+                return None;
+            }
+        };
+        let tls = self.choice(
+            raw.tls.as_ref(),
+            SmtpTls::Starttls,
+            "`tls` mode",
+            &["starttls", "tls", "none"],
+            |s| match s {
+                "starttls" => Some(SmtpTls::Starttls),
+                "tls" => Some(SmtpTls::Tls),
+                "none" => Some(SmtpTls::None),
+                _ => None,
+            },
+        );
+        let password = self.secret(
+            raw.password.as_ref(),
+            raw.password_file.as_ref(),
+            "password",
+        );
+        let username = raw
+            .username
+            .as_ref()
+            .and_then(|v| self.string(v))
+            .filter(|u| !u.is_empty());
+        if password.is_some() && username.is_none() {
+            self.error_at(at, "`email` has a `password` but no `username`", None);
+        }
+        let config = EmailConfig {
+            to,
+            from,
+            smarthost,
+            tls,
+            username,
+            password,
+            ca_file: self.path(raw.ca_file.as_ref()),
+            hello: raw.hello.as_ref().and_then(|v| self.string(v)),
+            subject: raw.subject.as_ref().and_then(|v| self.string(v)),
+            text: raw.text.as_ref().and_then(|v| self.string(v)),
+            html: raw.html.as_ref().and_then(|v| self.string(v)),
+            send_resolved: self.boolean(raw.send_resolved.as_ref(), true),
+            timeout: self.duration(raw.timeout.as_ref(), Duration::from_secs(30)),
+        };
+        // A template that does not parse is an error now, not when an alert fires.
+        if let Err(e) = crate::notify::payload::EmailTemplates::new(&config) {
+            let value = match e.template {
+                "subject" => raw.subject.as_ref(),
+                "text" => raw.text.as_ref(),
+                _ => raw.html.as_ref(),
+            };
+            self.error_at(
+                value.map_or(at, |v| v.referenced),
+                e.to_string(),
+                Some("templates use Jinja syntax over Alertmanager's names: {{ Status }}, {% for a in Alerts %}{{ a.Labels.alertname }}{% endfor %}".into()),
+            );
+        }
+        Some(config)
+    }
+
+    /// A mail address, `ops@example.com` or `Ops <ops@example.com>`.
+    fn address(&mut self, value: &S) -> Option<String> {
+        let text = self.string(value)?;
+        match text.parse::<lettre::message::Mailbox>() {
+            Ok(_) => Some(text),
+            Err(e) => {
+                self.error_at(
+                    value.referenced,
+                    format!("invalid mail address `{text}`: {e}"),
+                    Some("e.g. ops@example.com or \"Ops <ops@example.com>\"".into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn webhook(&mut self, raw: RawWebhook, at: Location) -> Option<WebhookConfig> {
+        let url = match (&raw.url, &raw.url_file) {
+            // Keep going on a bad URL, so the rest of the webhook is checked too.
+            (Some(v), None) => self
+                .http_url(v, "webhook `url`", "https://hooks.example.com/x")
+                .unwrap_or_default(),
+            (None, Some(_)) | (Some(_), Some(_)) => {
+                let secret = self.secret(raw.url.as_ref(), raw.url_file.as_ref(), "url")?;
+                let text = secret.expose().trim().to_string();
+                let ok = (text.starts_with("http://") || text.starts_with("https://"))
+                    && text
+                        .parse::<axum::http::Uri>()
+                        .is_ok_and(|u| u.host().is_some());
+                if !ok {
+                    self.error_at(
+                        at,
+                        "the file of `url_file` does not hold an http:// or https:// URL",
+                        None,
+                    );
+                    return None;
+                }
+                text
+            }
+            (None, None) => {
+                self.error_at(
+                    at,
+                    "`webhook` needs a `url`",
+                    Some("or `url_file` when the URL is a secret (Slack)".into()),
+                );
+                return None;
+            }
+        };
+        let format = self.choice(
+            raw.format.as_ref(),
+            WebhookFormat::Alertmanager,
+            "webhook format",
+            &["alertmanager", "slack"],
+            |s| match s {
+                "alertmanager" => Some(WebhookFormat::Alertmanager),
+                "slack" => Some(WebhookFormat::Slack),
+                _ => None,
+            },
+        );
+        let max_alerts = match raw.max_alerts.as_ref() {
+            Some(v) => match v.value.0.trim().parse::<usize>() {
+                Ok(n) => n,
+                Err(_) => {
+                    self.error_at(
+                        v.referenced,
+                        format!("invalid `max_alerts` `{}`", v.value.0),
+                        Some("a whole number; 0 sends every alert".into()),
+                    );
+                    0
+                }
+            },
+            None => 0,
+        };
+        Some(WebhookConfig {
+            url,
+            format,
+            hmac_secret: self.secret(
+                raw.hmac_secret.as_ref(),
+                raw.hmac_secret_file.as_ref(),
+                "hmac_secret",
+            ),
+            ca_file: self.path(raw.ca_file.as_ref()),
+            timeout: self.duration(raw.timeout.as_ref(), Duration::from_secs(10)),
+            max_alerts,
+            send_resolved: self.boolean(raw.send_resolved.as_ref(), true),
+        })
+    }
+
+    fn inhibit_rule(&mut self, raw: RawInhibitRule, at: Location) -> Option<InhibitRule> {
+        let source_matchers = self.matchers(raw.source_matchers.as_ref());
+        let target_matchers = self.matchers(raw.target_matchers.as_ref());
+        if raw.source_matchers.as_ref().is_none_or(|m| m.is_empty())
+            || raw.target_matchers.as_ref().is_none_or(|m| m.is_empty())
+        {
+            self.error_at(
+                at,
+                "an inhibit rule needs `source_matchers` and `target_matchers`",
+                Some("e.g. source_matchers: ['severity=\"page\"'], target_matchers: ['severity=\"ticket\"'], equal: [service]".into()),
+            );
+            return None;
+        }
+        Some(InhibitRule {
+            source_matchers,
+            target_matchers,
+            equal: raw
+                .equal
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| self.string(v))
+                .collect(),
+        })
     }
 
     fn log_source(&mut self, raw: RawLogSource, at: Location) -> Option<LogSourceConfig> {

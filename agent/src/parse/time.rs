@@ -190,6 +190,13 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// `nanos` as an RFC 3339 UTC string (see `write_rfc3339`).
+pub fn rfc3339(nanos: i64) -> String {
+    let mut out = Vec::with_capacity(32);
+    write_rfc3339(&mut out, nanos);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Appends `nanos` as RFC 3339 UTC with microsecond precision when it has a fraction
 /// (`2026-11-23T19:49:24.123456Z`), whole seconds otherwise.
 pub fn write_rfc3339(out: &mut Vec<u8>, nanos: i64) {

@@ -485,6 +485,20 @@ impl Engine {
             .collect()
     }
 
+    /// What the notifier sees: every firing alert, and every resolved one that had fired
+    /// while the engine still remembers it (Prometheus' 15-minute `resolvedRetention`).
+    pub fn notifiable_alerts(&self) -> Vec<&Alert> {
+        self.alerts
+            .iter()
+            .flatten()
+            .flat_map(|set| set.alerts.values())
+            .filter(|a| {
+                a.state == super::alert::AlertState::Firing
+                    || (a.state == super::alert::AlertState::Inactive && a.fired_at.is_some())
+            })
+            .collect()
+    }
+
     /// Active alerts of one rule by name, for tests.
     pub fn alerts_named(&self, name: &str) -> Vec<&Alert> {
         self.active_alerts()

@@ -448,7 +448,7 @@ fn fmt_duration(d: Duration) -> String {
 
 /// A short, lowercase phrase for a failed request, without the URL: `connection
 /// refused`, `dns error: …`, `invalid peer certificate: UnknownIssuer`.
-fn describe_request_error(err: &reqwest::Error) -> String {
+pub(crate) fn describe_request_error(err: &reqwest::Error) -> String {
     let mut phrases: Vec<String> = Vec::new();
     let mut source = err.source();
     while let Some(e) = source {
