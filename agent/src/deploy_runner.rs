@@ -41,6 +41,22 @@ pub fn build(
         .map(|s| (s.name.to_string(), s.fields.clone()))
         .collect();
     let mut deployments = Deployments::new(&config.deployments, checks, sources);
+    // A probe check whose probe is not configured has no evidence: it is left out rather
+    // than holding every verdict at inconclusive (the default pack checks `health`).
+    let probes: Vec<String> = config.probes.iter().map(|p| p.name.clone()).collect();
+    for check in &deployments.verifier.checks {
+        if let crate::deploy::verify::CheckKind::Probe { probe, .. } = &check.kind
+            && !probes.contains(probe)
+        {
+            tracing::info!(
+                component = "deployments",
+                check = check.name,
+                probe,
+                "verification check skipped: its probe is not configured in `probes:`"
+            );
+        }
+    }
+    deployments.verifier.available_probes = Some(probes);
     match store.deploy_state() {
         Ok(Some(bytes)) => match serde_json::from_slice::<DeploymentState>(&bytes) {
             Ok(state) => {

@@ -68,7 +68,7 @@ pub fn run(
             .collect(),
     );
     // No probe runs over recorded logs: probe checks are left out of verdicts.
-    deploys.verifier.probes_available = false;
+    deploys.verifier.available_probes = Some(Vec::new());
     let interval = ns(config.rules.evaluation_interval).max(NS);
     let mut engine = Engine::new(rules, engine_options(config));
 
@@ -253,18 +253,12 @@ fn source_for<'a>(
 use crate::parse::time::rfc3339;
 
 fn alert_json(time: i64, e: &AlertEvent) -> serde_json::Value {
-    let labels: serde_json::Map<String, serde_json::Value> = e
-        .alert
-        .labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.into()))
-        .collect();
     serde_json::json!({
         "time": rfc3339(time),
         "kind": "alert",
         "alertname": e.alert.labels.get("alertname").unwrap_or(""),
         "state": if e.state == AlertState::Firing { "firing" } else { "resolved" },
-        "labels": labels,
+        "labels": crate::notify::payload::labels_json(&e.alert.labels),
         "value": e.alert.value,
     })
 }

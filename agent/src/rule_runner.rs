@@ -230,25 +230,13 @@ impl RuleRunner {
                 AlertState::Firing => "firing",
                 AlertState::Inactive => "resolved",
             };
-            let labels: serde_json::Map<String, serde_json::Value> = event
-                .alert
-                .labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
-                .collect();
-            let annotations: serde_json::Map<String, serde_json::Value> = event
-                .alert
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect();
             tracing::warn!(
                 component = "rules",
                 alertname = event.alert.labels.get("alertname").unwrap_or(""),
                 state,
                 value = event.alert.value,
-                labels = %serde_json::Value::Object(labels),
-                annotations = %serde_json::Value::Object(annotations),
+                labels = %crate::notify::payload::labels_json(&event.alert.labels),
+                annotations = %crate::notify::payload::annotations_json(&event.alert.annotations),
                 "alert {state}"
             );
         }

@@ -223,6 +223,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
     }))
 }
 
+use crate::notify::payload::{annotations_json, labels_json};
 use crate::parse::time::rfc3339;
 
 fn rule_groups(engine: &crate::rule_runner::SharedEngine) -> Vec<serde_json::Value> {
@@ -275,19 +276,9 @@ async fn alerts(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
                 .active_alerts()
                 .into_iter()
                 .map(|a| {
-                    let labels: serde_json::Map<String, serde_json::Value> = a
-                        .labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.into()))
-                        .collect();
-                    let annotations: serde_json::Map<String, serde_json::Value> = a
-                        .annotations
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone().into()))
-                        .collect();
                     serde_json::json!({
-                        "labels": labels,
-                        "annotations": annotations,
+                        "labels": labels_json(&a.labels),
+                        "annotations": annotations_json(&a.annotations),
                         "state": a.state.name(),
                         "activeAt": rfc3339(a.active_at),
                         "firedAt": a.fired_at.map(rfc3339),
@@ -305,19 +296,9 @@ async fn alerts(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         if let Some(alert) =
             crate::notify_runner::deployment_alert(&d.tracker, &state.service, false, "")
         {
-            let labels: serde_json::Map<String, serde_json::Value> = alert
-                .labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.into()))
-                .collect();
-            let annotations: serde_json::Map<String, serde_json::Value> = alert
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone().into()))
-                .collect();
             alerts.push(serde_json::json!({
-                "labels": labels,
-                "annotations": annotations,
+                "labels": labels_json(&alert.labels),
+                "annotations": annotations_json(&alert.annotations),
                 "state": "firing",
                 "activeAt": rfc3339(alert.starts_at),
                 "firedAt": rfc3339(alert.starts_at),

@@ -108,7 +108,9 @@ impl Deployments {
             let t = record.time();
             let deployment = match own {
                 Some(value) => {
-                    let version = value.as_str(&batch.buf).into_owned();
+                    // Borrowed from the batch: every record names its version, and an
+                    // owned copy per record was the sink stage's only allocation.
+                    let version = value.as_str(&batch.buf);
                     if let Some(index) = self.tracker.observe(&version, t, DetectSource::LogField) {
                         events.push(DeploymentEvent::Started(
                             self.tracker.history[index].clone(),
@@ -388,6 +390,37 @@ mod tests {
         d.tick(2400 * S);
         assert_eq!(verdict_of(&d, "1.1"), (Some(Verdict::Pass), vec![]));
         assert_eq!(d.find("1.1").unwrap().decided_at, Some(2400 * S));
+    }
+
+    #[test]
+    fn a_probe_check_of_a_probe_that_does_not_run_is_left_out() {
+        let mut specs = checks();
+        let probe = serde_json::json!([
+            { "name": "health", "kind": "probe", "probe": "health" },
+        ]);
+        specs.extend(Deployments::checks(probe.as_array().unwrap()).unwrap());
+        let run = |available: Option<Vec<String>>| {
+            let mut d = Deployments::new(&config(), specs.clone(), Default::default());
+            d.verifier.available_probes = available;
+            traffic(&mut d, "1.0", 0, 1800, 100, "KeyError");
+            traffic(&mut d, "1.1", 1800, 2399, 100, "KeyError");
+            d.tick(2400 * S);
+            let dep = d.find("1.1").unwrap().clone();
+            (dep.verdict, dep.checks[2].note.clone())
+        };
+        // Configured but silent: no evidence, so the deployment cannot pass.
+        assert_eq!(
+            run(Some(vec!["health".into()])).0,
+            Some(Verdict::Inconclusive)
+        );
+        // Not configured: the check is out of the verdict, which passes on the others.
+        let (verdict, note) = run(Some(vec!["other".into()]));
+        assert_eq!(verdict, Some(Verdict::Pass));
+        assert!(
+            note.as_deref()
+                .is_some_and(|n| n.contains("probe `health` is not configured")),
+            "{note:?}"
+        );
     }
 
     #[test]

@@ -260,8 +260,10 @@ pub struct Verifier {
     baseline_window: i64,
     probe_grace: i64,
     confidence: f64,
-    /// Whether probe checks have a data source (no probes in `replay`/`test`).
-    pub probes_available: bool,
+    /// The probes that run, when not all do: a `probe` check of another probe has no
+    /// data source and is left out of the verdict (and of the alpha correction). `None`:
+    /// every probe runs; `Some([])`: none (`replay`, `test`).
+    pub available_probes: Option<Vec<String>>,
 }
 
 /// Everything a verifier holds that must survive a restart.
@@ -350,7 +352,7 @@ impl Verifier {
             baseline_window,
             probe_grace: ns(config.probe_grace),
             confidence: config.confidence,
-            probes_available: true,
+            available_probes: None,
         }
     }
 
@@ -447,8 +449,9 @@ impl Verifier {
         let now = now.min(end);
         let fraction = ((now - t0) as f64 / self.verify_window as f64).clamp(0.0, 1.0);
         let active: Vec<usize> = (0..self.checks.len())
-            .filter(|&i| {
-                self.probes_available || !matches!(self.checks[i].kind, CheckKind::Probe { .. })
+            .filter(|&i| match (&self.checks[i].kind, &self.available_probes) {
+                (CheckKind::Probe { probe, .. }, Some(available)) => available.contains(probe),
+                _ => true,
             })
             .collect();
         let alpha_check = (1.0 - self.confidence) / active.len().max(1) as f64;
@@ -476,8 +479,12 @@ impl Verifier {
                 note: None,
             };
             if !active.contains(&i) {
-                outcome.note =
-                    Some("no data source here (probes do not run in replay or tests)".into());
+                outcome.note = Some(match (&check.kind, &self.available_probes) {
+                    (CheckKind::Probe { probe, .. }, Some(available)) if !available.is_empty() => {
+                        format!("no data source: probe `{probe}` is not configured in `probes:`")
+                    }
+                    _ => "no data source here (probes do not run in replay or tests)".into(),
+                });
                 outcomes.push(outcome);
                 continue;
             }

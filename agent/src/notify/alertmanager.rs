@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use super::NotifyAlert;
 use super::config::AlertmanagerConfig;
+use super::payload::{annotations_json, labels_json};
 use crate::parse::time::rfc3339;
 
 /// What was last sent of each alert, by fingerprint.
@@ -76,19 +77,9 @@ pub fn body(alerts: &[NotifyAlert]) -> serde_json::Value {
         alerts
             .iter()
             .map(|a| {
-                let labels: serde_json::Map<String, serde_json::Value> = a
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.into()))
-                    .collect();
-                let annotations: serde_json::Map<String, serde_json::Value> = a
-                    .annotations
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone().into()))
-                    .collect();
                 let mut alert = serde_json::json!({
-                    "labels": labels,
-                    "annotations": annotations,
+                    "labels": labels_json(&a.labels),
+                    "annotations": annotations_json(&a.annotations),
                     "startsAt": rfc3339(a.starts_at),
                     "generatorURL": a.generator_url,
                 });

@@ -124,7 +124,8 @@ fn annotation_map(annotations: &[(String, String)]) -> BTreeMap<&str, &str> {
         .collect()
 }
 
-fn labels_json(labels: &Labels) -> Value {
+/// A label set as a JSON object (the shape of every API and payload).
+pub fn labels_json(labels: &Labels) -> Value {
     Value::Object(
         labels
             .iter()
@@ -133,7 +134,8 @@ fn labels_json(labels: &Labels) -> Value {
     )
 }
 
-fn annotations_json(annotations: &[(String, String)]) -> Value {
+/// Annotations as a JSON object, keys sorted.
+pub fn annotations_json(annotations: &[(String, String)]) -> Value {
     Value::Object(
         annotation_map(annotations)
             .into_iter()

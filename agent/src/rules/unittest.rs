@@ -372,7 +372,7 @@ fn run_test(
     let mut deploys =
         crate::deploy::Deployments::new(&deploy_config, verifications, Default::default());
     // No probes run in a test: probe checks are left out of verdicts.
-    deploys.verifier.probes_available = false;
+    deploys.verifier.available_probes = Some(Vec::new());
     let mut engine = Engine::new(rules, EngineOptions::default());
     engine.start(0);
     let mut next = 0;
