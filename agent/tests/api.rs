@@ -179,3 +179,90 @@ fn without_a_config_file_the_agent_runs_on_the_built_in_defaults_and_says_so() {
     assert!(status.success());
     assert_eq!(child.wait().unwrap().code(), Some(0), "SIGTERM exits 0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_are_created_listed_expired_and_kept_across_a_restart() {
+    use sidewatch::api::http_request;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let start =
+        |stop: &CancellationToken| tokio::spawn(run_until(config(dir.path(), port), stop.clone()));
+    let stop = CancellationToken::new();
+    let agent = start(&stop);
+    wait_ready(&format!("{base}/readyz")).await;
+    let url = format!("{base}/api/v1/silences");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let rfc = |secs: i64| sidewatch::parse::time::rfc3339(secs * 1_000_000_000);
+    let silence = serde_json::json!({
+        "matchers": [{"name": "alertname", "value": "HighErrorRatio", "isRegex": false, "isEqual": true}],
+        "startsAt": rfc(now - 1),
+        "endsAt": rfc(now + 3600),
+        "createdBy": "api test",
+        "comment": "deploying",
+    });
+
+    // Mutations need the token, like every API call but health and metrics.
+    let (code, _) = http_request("POST", &url, None, Some(silence.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(code, 401);
+    let (code, body) = http_request("POST", &url, Some("s3cret"), Some(silence.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["silenceID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A silence that would mute everything, or has no comment, is refused with why.
+    let mut everything = silence.clone();
+    everything["matchers"][0]["value"] = ".*".into();
+    everything["matchers"][0]["isRegex"] = true.into();
+    let (code, body) = http_request("POST", &url, Some("s3cret"), Some(everything.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http_request("POST", &url, Some("s3cret"), Some("{not json".into()))
+        .await
+        .unwrap();
+    assert_eq!(code, 400, "{body}");
+
+    let list = |body: String| serde_json::from_str::<serde_json::Value>(&body).unwrap();
+    let (code, body) = http_get(&url, Some("s3cret")).await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let silences = list(body);
+    assert_eq!(silences.as_array().map(|a| a.len()), Some(1));
+    assert_eq!(silences[0]["id"], id.as_str());
+    assert_eq!(silences[0]["status"]["state"], "active");
+    assert_eq!(silences[0]["comment"], "deploying");
+
+    // Kept across a restart (the state store), then expired.
+    stop.cancel();
+    assert_eq!(agent.await.unwrap().unwrap(), Outcome::Clean);
+    let stop = CancellationToken::new();
+    let agent = start(&stop);
+    wait_ready(&format!("{base}/readyz")).await;
+    let (_, body) = http_get(&format!("{url}/{id}"), Some("s3cret"))
+        .await
+        .unwrap();
+    assert_eq!(list(body)["status"]["state"], "active");
+    let (code, body) = http_request("DELETE", &format!("{url}/{id}"), Some("s3cret"), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (_, body) = http_get(&format!("{url}/{id}"), Some("s3cret"))
+        .await
+        .unwrap();
+    assert_eq!(list(body)["status"]["state"], "expired");
+    let (code, _) = http_request("DELETE", &format!("{url}/nope"), Some("s3cret"), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 404);
+    stop.cancel();
+    assert_eq!(agent.await.unwrap().unwrap(), Outcome::Clean);
+}
