@@ -22,6 +22,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -86,6 +87,9 @@ def main() -> int:
             },
         }
         written: dict[str, float] = {}
+        # Gaps drawn around --gap (seeded), so write times fall at every phase of the
+        # 1 s evaluation grid rather than at two fixed ones.
+        rng = random.Random(1)
         with Agent(tmp_path, config, binary=binary) as agent:
             with log.open("a") as f:
                 for i in range(args.alerts):
@@ -99,7 +103,7 @@ def main() -> int:
                     written[alert_id] = time.time()
                     f.write(json.dumps(line) + "\n")
                     f.flush()
-                    time.sleep(args.gap)  # pacing of the load, not synchronisation
+                    time.sleep(rng.uniform(0.5 * args.gap, 1.5 * args.gap))  # pacing, not synchronisation
 
             def arrivals() -> dict[str, float]:
                 out: dict[str, float] = {}
@@ -118,7 +122,7 @@ def main() -> int:
             agent.terminate()
     latencies = [got[k] - written[k] for k in written]
     p50, p90, p99 = (percentile(latencies, q) for q in (0.5, 0.9, 0.99))
-    print(f"alerts: {len(latencies)}, one every {args.gap:g} s; evaluation_interval 1s, group_wait 0s, for 0s")
+    print(f"alerts: {len(latencies)}, one every ~{args.gap:g} s; evaluation_interval 1s, group_wait 0s, for 0s")
     print(
         f"log line written -> webhook received: p50 {p50 * 1000:.0f} ms  p90 {p90 * 1000:.0f} ms  "
         f"p99 {p99 * 1000:.0f} ms  max {max(latencies) * 1000:.0f} ms  mean {statistics.mean(latencies) * 1000:.0f} ms"
