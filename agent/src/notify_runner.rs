@@ -546,7 +546,8 @@ impl NotifyRunner {
                 }
                 let mut entry = entry;
                 entry.attempts += 1;
-                let wait = after.unwrap_or_else(|| backoff(entry.attempts, jitter()));
+                // `attempts` counts this failure: the first retry is backoff number 0.
+                let wait = after.unwrap_or_else(|| backoff(entry.attempts - 1, jitter()));
                 entry.next_attempt =
                     now.saturating_add(i64::try_from(wait.as_nanos()).unwrap_or(i64::MAX));
                 entry.last_error = Some(reason.clone());

@@ -43,7 +43,7 @@ pub const SIGNATURE_HEADER: &str = "X-Sidewatch-Signature";
 /// The first retry waits up to this long; each further one up to twice as long…
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// …up to this.
-const BACKOFF_CAP: Duration = Duration::from_secs(5 * 60);
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// At most this much of a refusing response's body is quoted in a reason.
 const MAX_QUOTED_BODY: usize = 200;
 
@@ -271,8 +271,10 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 /// How long to wait before retry number `attempt` (0 for the first retry): exponential
-/// from 1 s, doubling up to 5 min, with full jitter — uniform over [0, that bound) by
-/// `rand` in [0, 1), so that many senders retrying at once spread out.
+/// from 1 s, doubling up to 1 min (Alertmanager's own cap: a receiver back after an
+/// outage hears within a minute), with "equal jitter" — uniform over [bound/2, bound)
+/// by `rand` in [0, 1), so that many senders retrying at once spread out but none
+/// retries in a tight loop.
 pub fn backoff(attempt: u32, rand: f64) -> Duration {
     let bound = BACKOFF_BASE
         .checked_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
@@ -283,7 +285,7 @@ pub fn backoff(attempt: u32, rand: f64) -> Duration {
     } else {
         rand.clamp(0.0, 1.0)
     };
-    bound.mul_f64(rand)
+    bound.mul_f64(0.5 + 0.5 * rand)
 }
 
 /// `Retry-After` as a wait: delay-seconds, or an HTTP date (IMF-fixdate, `Sun, 06 Nov
@@ -420,7 +422,7 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_a_cap_with_full_jitter() {
+    fn backoff_doubles_to_a_cap_with_equal_jitter() {
         // The bound: rand just under 1.
         let bound = |attempt| backoff(attempt, 0.999_999);
         let near = |d: Duration, secs: f64| (d.as_secs_f64() - secs).abs() < 0.01 * secs;
@@ -428,10 +430,10 @@ mod tests {
             (0, 1.0),
             (1, 2.0),
             (2, 4.0),
-            (8, 256.0),
-            (9, 300.0),
-            (40, 300.0),
-            (u32::MAX, 300.0),
+            (5, 32.0),
+            (6, 60.0),
+            (40, 60.0),
+            (u32::MAX, 60.0),
         ] {
             assert!(
                 near(bound(attempt), secs),
@@ -439,13 +441,13 @@ mod tests {
                 bound(attempt)
             );
         }
-        // Full jitter: anywhere from zero to the bound.
-        assert_eq!(backoff(5, 0.0), Duration::ZERO);
-        assert_eq!(backoff(5, 0.5), Duration::from_secs(16));
+        // Equal jitter: from half the bound to the bound.
+        assert_eq!(backoff(5, 0.0), Duration::from_secs(16));
+        assert_eq!(backoff(5, 0.5), Duration::from_secs(24));
         // Out-of-range randomness stays within bounds.
-        assert_eq!(backoff(3, f64::NAN), Duration::ZERO);
+        assert_eq!(backoff(3, f64::NAN), Duration::from_secs(4));
         assert_eq!(backoff(3, 7.0), Duration::from_secs(8));
-        assert_eq!(backoff(3, -1.0), Duration::ZERO);
+        assert_eq!(backoff(3, -1.0), Duration::from_secs(4));
     }
 
     #[test]
