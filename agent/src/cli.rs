@@ -478,6 +478,18 @@ pub async fn status(api: &ApiArgs) -> ExitCode {
     for p in status["probes"].as_array().into_iter().flatten() {
         println!("probe {}: {}", p["name"].as_str().unwrap_or("?"), p);
     }
+    let notifications = &status["notifications"];
+    if notifications.is_object() {
+        let waiting: u64 = notifications["outbox"]
+            .as_object()
+            .map(|o| o.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0);
+        println!(
+            "notifications: receivers {}, {waiting} waiting in the outbox, {} active silence(s)",
+            notifications["receivers"],
+            notifications["active_silences"].as_u64().unwrap_or(0)
+        );
+    }
     if let Ok((200, alerts)) = call(api, "GET", "/api/v1/alerts", None).await {
         let list = alerts["data"]["alerts"]
             .as_array()
