@@ -137,7 +137,8 @@ pub struct ApiArgs {
 pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config, config::ConfigErrors> {
     match config::resolve_path(explicit) {
         Some(path) => config::load(&path),
-        None => Ok(Config::defaults()),
+        // The built-in defaults, plus the standard OTEL_* variables (export.otlp).
+        None => Ok(Config::defaults_with_env(&|name| std::env::var(name).ok())),
     }
 }
 

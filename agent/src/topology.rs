@@ -3,7 +3,9 @@
 //!
 //! Shutdown order (SIGTERM or SIGINT): sources stop reading and drop their senders →
 //! the sink stage drains what is queued, makes it durable and commits the checkpoints →
-//! the API stops last, so probes see the agent alive while it drains. All of it under
+//! the OTLP sender sends what it can of its queue in what is left of the grace period
+//! (the rest stays on disk for the next start) → the API stops last, so probes see the
+//! agent alive while it drains. All of it under
 //! `grace_period`; if that runs out the agent says so and exits 1 (a restart then
 //! repeats at most the records since the last commit).
 
@@ -128,7 +130,12 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         telemetry.clone(),
         started_tx.clone(),
     ));
-    let sink = SinkStage::new(
+    let otlp_logs = match &config.export.otlp {
+        Some(otlp) => crate::export::otlp::build_logs(otlp, &config.data_dir, &telemetry)
+            .context("cannot start OTLP log export")?,
+        None => None,
+    };
+    let mut sink = SinkStage::new(
         &config.export,
         store.clone(),
         config.checkpoint_interval,
@@ -138,6 +145,12 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     .context("cannot open the record outputs")?
     .with_deployments(deployments.clone(), started_tx.clone())
     .with_rules(engine.clone());
+    let otlp_stop = CancellationToken::new();
+    let mut otlp_task = None;
+    if let Some((export, sender)) = otlp_logs {
+        sink = sink.with_otlp(export);
+        otlp_task = Some(tokio::spawn(sender.run(otlp_stop.clone())));
+    }
     let notifier = crate::notify_runner::NotifyRunner::new(
         &config,
         store.clone(),
@@ -186,6 +199,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     );
 
     shutdown.cancelled().await;
+    let shutdown_started = Instant::now();
     tracing::info!(grace_period = ?config.grace_period, "shutting down: stopping sources, draining, committing checkpoints");
     ready.store(false, Ordering::Relaxed);
     // The tail threads sleep between polls; wake them so they see the cancellation now.
@@ -199,6 +213,9 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
             Outcome::GraceExceeded
         }
     };
+    // The sink has drained into the OTLP queue: the sender now sends what is left and
+    // stops at the first failure, in parallel with the steps below.
+    otlp_stop.cancel();
     // The sink has drained: the engine holds every committed record. Stop evaluating and
     // save its state once more.
     rules_stop.cancel();
@@ -212,6 +229,19 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     if outcome == Outcome::Clean {
         runner.save_final().await;
         deploy_runner.save().await;
+    }
+    if let Some(mut task) = otlp_task {
+        let left = config
+            .grace_period
+            .saturating_sub(shutdown_started.elapsed());
+        if tokio::time::timeout(left, &mut task).await.is_err() {
+            // Acks are written only after the collector accepted a request: stopping
+            // mid-request sends that request again after the restart (at-least-once).
+            task.abort();
+            tracing::warn!(
+                "grace period over with OTLP records still queued; they stay on disk and are sent after the restart"
+            );
+        }
     }
     api_stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), api_task).await;

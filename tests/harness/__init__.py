@@ -3,8 +3,8 @@
 One module per component, all built on `process.Process` (start by argv, output to a
 file in the test's tmp dir, stop by PID) and bounded waits (`wait_until`,
 `wait_stable`): the app, logrotate, an SMTP server (aiosmtpd with STARTTLS and AUTH),
-a webhook receiver, Alertmanager. Add new components (an OTLP receiver) as sibling
-modules in the same shape: a class that starts in its constructor, exposes
+a webhook receiver, Alertmanager, an OTLP receiver (gRPC and HTTP). Add new components
+as sibling modules in the same shape: a class that starts in its constructor, exposes
 `.url`/ports and read-back helpers, and registers its `Process` so the fixtures in
 tests/conftest.py stop it and print its output on failure.
 """
@@ -13,6 +13,7 @@ from .alertmanager import Alertmanager
 from .agent import Agent, attr, parse_prometheus, series_key, sidewatch_bin, to_yaml, values_of
 from .app import StructlogApp
 from .logrotate import Logrotate
+from .otlp import OtlpReceiver
 from .ports import free_port
 from .process import LIVE, Process, wait_stable, wait_until
 from .promtool import promtool_check
@@ -25,6 +26,7 @@ __all__ = [
     "Alertmanager",
     "LIVE",
     "LineWriter",
+    "OtlpReceiver",
     "Logrotate",
     "Process",
     "SmtpServer",

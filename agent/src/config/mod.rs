@@ -199,6 +199,8 @@ pub struct ExportConfig {
     pub stdout: bool,
     /// Decode every record and discard it (benchmarks).
     pub blackhole: bool,
+    /// `export.otlp` with the `OTEL_*` variables applied; `None`: OTLP export is off.
+    pub otlp: Option<crate::export::otlp::config::OtlpConfig>,
 }
 
 impl Config {
@@ -230,6 +232,20 @@ impl Config {
             export: ExportConfig::default(),
             warnings: Vec::new(),
         }
+    }
+
+    /// The built-in defaults with the standard `OTEL_*` variables applied (OTLP
+    /// export), for a run without a config file; `env` looks variables up.
+    pub fn defaults_with_env(env: &dyn Fn(&str) -> Option<String>) -> Config {
+        let mut config = Config::defaults();
+        let mut warnings = Vec::new();
+        config.export.otlp = crate::export::otlp::config::resolve(
+            &crate::export::otlp::config::OtlpFileSettings::default(),
+            env,
+            &mut warnings,
+        );
+        config.warnings.extend(warnings);
+        config
     }
 
     /// Where the config came from, for log lines and `check` output.

@@ -2,8 +2,8 @@
 //! that phase two (`validate`) can report each problem as `file:line:col`. Everything is
 //! optional here; defaults and checks live in `validate`.
 //!
-//! Sections of later milestones (`otlp_receiver`, `export.otlp`) are accepted as opaque values so that a config written
-//! against SPEC loads; `validate` warns that they are not active yet.
+//! Sections of later milestones (`otlp_receiver`) are accepted as opaque values so that a
+//! config written against SPEC loads; `validate` warns that they are not active yet.
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -217,7 +217,33 @@ pub(super) struct RawExport {
     pub(super) file: Option<Spanned<RawFileSink>>,
     pub(super) stdout: Option<S>,
     pub(super) blackhole: Option<S>,
-    pub(super) otlp: Option<Spanned<serde_json::Value>>,
+    pub(super) otlp: Option<Spanned<RawOtlp>>,
+}
+
+/// `export.otlp`; see `export::otlp::config` for what each key means.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawOtlp {
+    pub(super) endpoint: Option<S>,
+    pub(super) protocol: Option<S>,
+    pub(super) headers: Option<Spanned<std::collections::BTreeMap<String, S>>>,
+    pub(super) compression: Option<S>,
+    pub(super) timeout: Option<S>,
+    pub(super) ca_file: Option<S>,
+    pub(super) signals: Option<Spanned<Vec<S>>>,
+    pub(super) queue: Option<RawOtlpQueue>,
+    pub(super) batch: Option<RawOtlpBatch>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawOtlpQueue {
+    pub(super) memory: Option<S>,
+    pub(super) disk: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawOtlpBatch {
+    pub(super) max_records: Option<S>,
+    pub(super) timeout: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]

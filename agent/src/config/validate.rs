@@ -9,12 +9,14 @@ use serde_saphyr::Location;
 
 use super::raw::{
     Node, RawAlerting, RawAlertmanager, RawConfig, RawDeployments, RawEmail, RawFieldNames,
-    RawInhibitRule, RawLogSource, RawProbe, RawReceiver, RawRoute, RawRules, RawWebhook, S,
+    RawInhibitRule, RawLogSource, RawOtlp, RawProbe, RawReceiver, RawRoute, RawRules, RawWebhook,
+    S,
 };
 use super::{
     ApiConfig, Config, ConfigError, ConfigErrors, DeploymentsConfig, DetectSource, ExportConfig,
     LogSourceConfig, ProbeConfig, RulesConfig, Secret, ServiceConfig, StartAt,
 };
+use crate::export::otlp::config::{Compression, OtlpFileSettings, Protocol, Signals};
 use crate::notify::config::{
     AlertingConfig, AlertmanagerConfig, EmailConfig, GroupBy, InhibitRule, LOG_RECEIVER, Receiver,
     Route, SmtpTls, WebhookConfig, WebhookFormat,
@@ -82,7 +84,7 @@ pub fn load_str(
         }
     };
     ctx.report_unknown(&tree, &unknown);
-    let config = ctx.config(raw.unwrap_or_default(), path);
+    let config = ctx.config(raw.unwrap_or_default(), path, env);
     if ctx.errors.is_empty() && expansion_errors.is_empty() {
         Ok(Config {
             warnings: ctx.warnings,
@@ -214,6 +216,19 @@ fn known_keys(section: &[&str]) -> &'static [&'static str] {
         ["alerting", "inhibit_rules"] => &["source_matchers", "target_matchers", "equal"],
         ["export"] => &["file", "stdout", "blackhole", "otlp"],
         ["export", "file"] => &["path"],
+        ["export", "otlp"] => &[
+            "endpoint",
+            "protocol",
+            "headers",
+            "compression",
+            "timeout",
+            "ca_file",
+            "signals",
+            "queue",
+            "batch",
+        ],
+        ["export", "otlp", "queue"] => &["memory", "disk"],
+        ["export", "otlp", "batch"] => &["max_records", "timeout"],
         _ => &[],
     }
 }
@@ -478,8 +493,20 @@ impl Ctx {
         }
     }
 
-    fn config(&mut self, raw: RawConfig, path: &Path) -> Config {
+    fn config(
+        &mut self,
+        raw: RawConfig,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Config {
         let defaults = Config::defaults();
+        // What the file itself says about the service, for the OTLP resource (where
+        // the file wins over OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES).
+        let mut otlp_settings = OtlpFileSettings::default();
+        if let Some(service) = &raw.service {
+            otlp_settings.service_name = service.name.as_ref().and_then(|v| self.string(v));
+            otlp_settings.environment = service.environment.as_ref().and_then(|v| self.string(v));
+        }
         let service = match raw.service {
             Some(service) => ServiceConfig {
                 name: service
@@ -548,7 +575,10 @@ impl Ctx {
             None => defaults.logs,
         };
         let export = match raw.export {
-            Some(export) => {
+            Some(mut export) => {
+                if let Some(otlp) = export.otlp.take() {
+                    self.otlp(otlp.value, &mut otlp_settings);
+                }
                 let file = match export.file {
                     Some(file) => match file.value.path.as_ref().and_then(|p| self.string(p)) {
                         Some(p) => Some(PathBuf::from(p)),
@@ -563,15 +593,24 @@ impl Ctx {
                     },
                     None => None,
                 };
-                self.warn_inactive("export.otlp", export.otlp.as_ref().map(|v| v.referenced));
                 ExportConfig {
                     file,
                     stdout: self.boolean(export.stdout.as_ref(), false),
                     blackhole: self.boolean(export.blackhole.as_ref(), false),
+                    otlp: None,
                 }
             }
             None => ExportConfig::default(),
         };
+        let mut otlp_warnings = Vec::new();
+        let export = ExportConfig {
+            otlp: crate::export::otlp::config::resolve(&otlp_settings, env, &mut otlp_warnings),
+            ..export
+        };
+        for warning in otlp_warnings {
+            self.warnings
+                .push(format!("{}: {warning}", self.file.display()));
+        }
         let mut probes: Vec<ProbeConfig> = Vec::new();
         for probe in raw.probes.unwrap_or_default() {
             let at = probe.referenced;
@@ -617,6 +656,116 @@ impl Ctx {
             logs,
             export,
             warnings: Vec::new(),
+        }
+    }
+
+    /// `export.otlp` as the file writes it; `config::resolve` adds the variables.
+    fn otlp(&mut self, raw: RawOtlp, out: &mut OtlpFileSettings) {
+        if let Some(endpoint) = &raw.endpoint
+            && !endpoint.value.0.trim().is_empty()
+        {
+            out.endpoint = self.http_url(
+                endpoint,
+                "`export.otlp.endpoint`",
+                "http://otel-collector:4318",
+            );
+        }
+        if raw.protocol.is_some() {
+            out.protocol = Some(self.choice(
+                raw.protocol.as_ref(),
+                Protocol::HttpProtobuf,
+                "OTLP protocol",
+                Protocol::NAMES,
+                Protocol::parse,
+            ));
+        }
+        if raw.compression.is_some() {
+            out.compression = Some(self.choice(
+                raw.compression.as_ref(),
+                Compression::Gzip,
+                "compression",
+                Compression::NAMES,
+                Compression::parse,
+            ));
+        }
+        if let Some(headers) = &raw.headers {
+            let mut list = Vec::new();
+            for (name, value) in &headers.value {
+                let valid_name = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !valid_name {
+                    self.error_at(
+                        headers.referenced,
+                        format!("invalid header name `{name}` in `export.otlp.headers`"),
+                        None,
+                    );
+                    continue;
+                }
+                let text = value.value.0.clone();
+                // The value is a secret (an API key): the error never repeats it.
+                if text.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                    self.error_at(
+                        value.referenced,
+                        format!("the value of header `{name}` holds a line break"),
+                        None,
+                    );
+                    continue;
+                }
+                list.push((name.to_ascii_lowercase(), Secret::new(text)));
+            }
+            out.headers = Some(list);
+        }
+        if raw.timeout.is_some() {
+            out.timeout = Some(self.duration(raw.timeout.as_ref(), Duration::from_secs(10)));
+        }
+        out.ca_file = self.path(raw.ca_file.as_ref());
+        if let Some(signals) = &raw.signals {
+            let mut set = Signals {
+                logs: false,
+                metrics: false,
+                traces: false,
+            };
+            for name in &signals.value {
+                let signal = self.choice(Some(name), "", "signal", Signals::NAMES, |s| {
+                    Signals::NAMES.iter().copied().find(|n| *n == s.trim())
+                });
+                match signal {
+                    "logs" => set.logs = true,
+                    "metrics" => set.metrics = true,
+                    "traces" => set.traces = true,
+                    _ => {}
+                }
+            }
+            out.signals = Some(set);
+        }
+        if let Some(queue) = &raw.queue {
+            const GIB: usize = 1 << 30;
+            if queue.memory.is_some() {
+                out.queue_memory =
+                    Some(self.size(queue.memory.as_ref(), 16 << 20, 0, 4 * GIB) as u64);
+            }
+            if queue.disk.is_some() {
+                out.queue_disk =
+                    Some(self.size(queue.disk.as_ref(), GIB, 1 << 20, 1024 * GIB) as u64);
+            }
+        }
+        if let Some(batch) = &raw.batch {
+            if let Some(value) = &batch.max_records {
+                match value.value.0.trim().parse::<usize>() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => out.batch_max_records = Some(n),
+                    _ => self.error_at(
+                        value.referenced,
+                        format!("invalid `max_records` `{}`", value.value.0),
+                        Some("a whole number from 1 to 1000000".into()),
+                    ),
+                }
+            }
+            if batch.timeout.is_some() {
+                out.batch_timeout =
+                    Some(self.duration(batch.timeout.as_ref(), Duration::from_millis(200)));
+            }
         }
     }
 
@@ -1746,6 +1895,72 @@ grace_period: ${UNSET}
         );
         assert!(expand_env("${B}", &env).is_err());
         assert!(expand_env("${A", &env).is_err());
+    }
+
+    #[test]
+    fn export_otlp_section() {
+        let env = |name: &str| match name {
+            "KEY" => Some("hunter2".to_string()),
+            "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT" => Some("1500".to_string()),
+            "OTEL_SERVICE_NAME" => Some("from-env".to_string()),
+            _ => None,
+        };
+        let path = Path::new("sidewatch.yaml");
+        let yaml = "\
+service: { name: checkout-api, environment: staging }
+export:
+  otlp:
+    endpoint: http://collector:4318/
+    headers: { X-Api-Key: ${KEY} }
+    signals: [logs]
+    queue: { memory: 1MiB, disk: 64MiB }
+    batch: { max_records: 500, timeout: 1s }
+";
+        let config = load_str(yaml, path, &env).unwrap();
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        let otlp = config.export.otlp.unwrap();
+        assert_eq!(otlp.logs_endpoint, "http://collector:4318/v1/logs");
+        assert_eq!(otlp.protocol, Protocol::HttpProtobuf);
+        assert_eq!(otlp.compression, Compression::Gzip);
+        assert_eq!(
+            otlp.timeout,
+            Duration::from_millis(1500),
+            "from the variable"
+        );
+        assert_eq!(otlp.headers[0].0, "x-api-key");
+        assert_eq!(otlp.headers[0].1.expose(), "hunter2");
+        assert!(otlp.signals.logs && !otlp.signals.metrics);
+        assert_eq!((otlp.queue_memory, otlp.queue_disk), (1 << 20, 64 << 20));
+        assert_eq!(otlp.batch_max_records, 500);
+        assert_eq!(otlp.batch_timeout, Duration::from_secs(1));
+        assert_eq!(
+            otlp.resource,
+            [
+                ("service.name".to_string(), "checkout-api".to_string()),
+                ("deployment.environment.name".into(), "staging".into()),
+            ]
+        );
+        // No endpoint anywhere: export is off, and no warning.
+        let config = load_str("export: { otlp: { endpoint: \"\" } }\n", path, &env).unwrap();
+        assert!(config.export.otlp.is_none());
+
+        let errors = load_str(
+            "export:\n  otlp:\n    endpont: http://x\n    protocol: grcp\n    queue: { disk: 1KiB }\n    headers: { \"a b\": x, ok: \"${KEY}\\n\" }\n",
+            path,
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        insta::assert_snapshot!(errors, @r"
+        sidewatch.yaml:3:5: unknown key `endpont` in `export.otlp`
+          hint: did you mean `endpoint`?
+        sidewatch.yaml:4:15: unknown OTLP protocol `grcp`
+          hint: expected one of: http/protobuf, grpc
+        sidewatch.yaml:5:20: size 1024 bytes is out of range (1048576..=1099511627776 bytes)
+        sidewatch.yaml:6:14: invalid header name `a b` in `export.otlp.headers`
+        sidewatch.yaml:6:30: the value of header `ok` holds a line break
+        ");
+        assert!(!errors.contains("hunter2"), "{errors}");
     }
 
     #[test]

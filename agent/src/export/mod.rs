@@ -1,13 +1,16 @@
 //! The sink stage: where records leave the pipeline (the `file` and `stdout` JSON-lines
-//! outputs, the `blackhole` used by benchmarks; the OTLP exporter later) and where file
-//! checkpoints are committed once the records are durable.
+//! outputs, the `blackhole` used by benchmarks, the OTLP exporter's disk queue) and
+//! where file checkpoints are committed once the records are durable.
 //!
 //! One stage owns every output so that a batch is acknowledged only when all of them
-//! hold it. Every `checkpoint_interval` it flushes and `fdatasync`s the file output,
-//! then commits the acknowledged offsets to the state store in one transaction: a crash
-//! can repeat at most one interval's records, and never skip any.
+//! hold it. Every `checkpoint_interval` it flushes and `fdatasync`s the file output and
+//! the OTLP queue, then commits the acknowledged offsets to the state store in one
+//! transaction: a crash can repeat at most one interval's records, and never skip any.
+//! The OTLP queue is durable on local disk, so checkpoints never wait for the collector
+//! (SPEC: a collector outage never stalls alerting or keeps rotated files open).
 
 pub mod json;
+pub mod otlp;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,6 +44,8 @@ pub struct SinkStage {
         crate::deploy::SharedDeployments,
         tokio::sync::mpsc::UnboundedSender<crate::deploy::tracker::Deployment>,
     )>,
+    /// OTLP log export: every batch is encoded and appended to its disk queue.
+    otlp: Option<otlp::LogExport>,
 }
 
 /// How many emptied batches are kept for reuse.
@@ -84,6 +89,7 @@ impl SinkStage {
             checksum: 0,
             rules: None,
             deployments: None,
+            otlp: None,
         })
     }
 
@@ -95,6 +101,12 @@ impl SinkStage {
         started: tokio::sync::mpsc::UnboundedSender<crate::deploy::tracker::Deployment>,
     ) -> SinkStage {
         self.deployments = Some((deployments, started));
+        self
+    }
+
+    /// Appends every batch to the OTLP log queue too.
+    pub fn with_otlp(mut self, export: otlp::LogExport) -> SinkStage {
+        self.otlp = Some(export);
         self
     }
 
@@ -157,6 +169,7 @@ impl SinkStage {
                     }
                 }
             }
+            self.append_otlp(&batch);
             if self.blackhole {
                 self.checksum = self.checksum.wrapping_add(touch_every_field(&batch));
             }
@@ -193,8 +206,28 @@ impl SinkStage {
         }
     }
 
+    /// Appends to the OTLP queue. Like the file output, an IO error (a full disk) holds
+    /// the pipeline back rather than losing records; a full queue is no error, it drops
+    /// its oldest entries.
+    fn append_otlp(&mut self, batch: &LogBatch) {
+        let Some(export) = self.otlp.as_mut() else {
+            return;
+        };
+        let events = &self.events;
+        export.append(batch, |e| {
+            events.error("otlp_queue_write_failed", &format!("{e}; retrying"));
+        });
+    }
+
     /// Makes written records durable, then commits the offsets they cover.
     fn commit(&mut self, pending: &mut Vec<FileMark>) {
+        if let Some(export) = &self.otlp
+            && let Err(e) = export.queue.sync()
+        {
+            let message = format!("{e}; checkpoints held back");
+            self.events.error("otlp_queue_sync_failed", &message);
+            return;
+        }
         if let Some((path, writer)) = self.file.as_mut()
             && let Err(e) = writer.flush().and_then(|()| writer.get_ref().sync_data())
         {
