@@ -147,6 +147,15 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     .with_rules(engine.clone());
     let otlp_stop = CancellationToken::new();
     let mut otlp_task = None;
+    // The same series the queue updates (the registry finds it by name and labels), for
+    // the status document's queue depths.
+    let otlp_queue_bytes = otlp_logs.as_ref().map(|_| {
+        telemetry.gauge(
+            "sidewatch_export_queue_bytes",
+            "Bytes waiting in the OTLP exporter's queue (on disk), not yet acked by the collector.",
+            &[("signal", "logs")],
+        )
+    });
     if let Some((export, sender)) = otlp_logs {
         sink = sink.with_otlp(export);
         otlp_task = Some(tokio::spawn(sender.run(otlp_stop.clone())));
@@ -187,6 +196,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         deployments: Some((deployments.clone(), started_tx)),
         probes: probe_board,
         notify: Some((notify_shared, receivers)),
+        otlp_queue_bytes,
     });
     let api_stop = CancellationToken::new();
     let api_task = tokio::spawn(api::serve(listener, api_state, api_stop.clone()));

@@ -126,6 +126,8 @@ def test_a_collector_outage_loses_nothing(tmp_path):
         assert agent.healthz() == 200, "the agent keeps answering during the outage"
         queued = agent.metric_sum("sidewatch_export_queue_bytes", signal="logs")
         assert queued > 0, "the records wait in the queue"
+        status = agent.get("/api/v1/status").json()
+        assert status["queues"]["otlp_logs_bytes"] > 0, status["queues"]
         receiver.start()
         wait_until(
             lambda: set(ids) <= set(arrived_ids(receiver)),

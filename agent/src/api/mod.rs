@@ -55,6 +55,8 @@ pub struct ApiState {
     )>,
     /// The notifier (silences, outbox depth, counters) and its receivers' names.
     pub notify: Option<(Arc<crate::notify_runner::NotifyShared>, Vec<String>)>,
+    /// Bytes in the OTLP log queue, when OTLP export of logs is on.
+    pub otlp_queue_bytes: Option<crate::telemetry::Gauge>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -215,6 +217,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         "queues": {
             "log_batches": { "depth": depth, "capacity": capacity },
             "notifications": notifications.as_ref().map(|n| n["outbox"].clone()),
+            "otlp_logs_bytes": state.otlp_queue_bytes.as_ref().map(|g| g.get() as u64),
         },
         "rule_groups": state.rules.as_ref().map(rule_groups).unwrap_or_default(),
         "probes": probes,
