@@ -277,14 +277,21 @@ fn assert_each_once(shared: &Shared, n: i64) {
     assert_eq!(ids, (0..n).collect::<Vec<_>>(), "every record exactly once");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_gzip_every_record_arrives_with_its_fields_mapped() {
+/// An agent tailing `lines` written lines of a fresh directory into an HTTP receiver
+/// that records into `shared`: the start of most tests here.
+struct HttpRun {
+    dir: tempfile::TempDir,
+    api_port: u16,
+    stop: CancellationToken,
+    agent: tokio::task::JoinHandle<anyhow::Result<Outcome>>,
+}
+
+async fn start_http(shared: &Shared, lines: i64) -> HttpRun {
     let dir = tempfile::tempdir().unwrap();
-    let shared = Shared::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}/v1/logs", listener.local_addr().unwrap());
     tokio::spawn(http_receiver(listener, shared.clone()));
-    write_lines(dir.path(), 0, 250);
+    write_lines(dir.path(), 0, lines);
     let api_port = free_port();
     let stop = CancellationToken::new();
     let agent = tokio::spawn(run_until(
@@ -295,6 +302,23 @@ async fn http_gzip_every_record_arrives_with_its_fields_mapped() {
         ),
         stop.clone(),
     ));
+    HttpRun {
+        dir,
+        api_port,
+        stop,
+        agent,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_gzip_every_record_arrives_with_its_fields_mapped() {
+    let shared = Shared::default();
+    let HttpRun {
+        dir,
+        api_port,
+        stop,
+        agent,
+    } = start_http(&shared, 250).await;
     wait_for_records(&shared, 250).await;
     assert_each_once(&shared, 250);
     {
@@ -410,25 +434,16 @@ async fn grpc_gzip_every_record_arrives_after_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_503_with_retry_after_then_200_delivers_each_record_once() {
-    let dir = tempfile::tempdir().unwrap();
     let shared = Shared::default();
     shared.lock().unwrap().script.push_back((503, Some("1")));
     shared.lock().unwrap().script.push_back((429, Some("1")));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}/v1/logs", listener.local_addr().unwrap());
-    tokio::spawn(http_receiver(listener, shared.clone()));
-    write_lines(dir.path(), 0, 300);
-    let api_port = free_port();
-    let stop = CancellationToken::new();
     let started = tokio::time::Instant::now();
-    let agent = tokio::spawn(run_until(
-        agent_config(
-            dir.path(),
-            api_port,
-            otlp_config(endpoint, Protocol::HttpProtobuf),
-        ),
-        stop.clone(),
-    ));
+    let HttpRun {
+        dir: _dir,
+        api_port,
+        stop,
+        agent,
+    } = start_http(&shared, 300).await;
     wait_for_records(&shared, 300).await;
     // Two waits of at least the Retry-After second each.
     assert!(
@@ -489,23 +504,14 @@ async fn a_collector_down_then_up_receives_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_drops_the_batch_and_counts_it() {
-    let dir = tempfile::tempdir().unwrap();
     let shared = Shared::default();
     shared.lock().unwrap().always = Some(400);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}/v1/logs", listener.local_addr().unwrap());
-    tokio::spawn(http_receiver(listener, shared.clone()));
-    write_lines(dir.path(), 0, 150);
-    let api_port = free_port();
-    let stop = CancellationToken::new();
-    let agent = tokio::spawn(run_until(
-        agent_config(
-            dir.path(),
-            api_port,
-            otlp_config(endpoint, Protocol::HttpProtobuf),
-        ),
-        stop.clone(),
-    ));
+    let HttpRun {
+        dir: _dir,
+        api_port,
+        stop,
+        agent,
+    } = start_http(&shared, 150).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let dropped = metric(api_port, "sidewatch_export_dropped_total{signal=\"logs\"}").await;
