@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test setup lint unit rules e2e bench bench-verify bench-notify
+.PHONY: demo test setup lint unit rules e2e bench bench-verify bench-notify fuzz
 
 ## demo: the structlog app and sidewatch tailing it; records and metrics on screen
 demo: setup
@@ -45,3 +45,9 @@ bench-verify: setup
 bench-notify: setup
 	$(CARGO) build --release -p sidewatch
 	.venv/bin/python bench/notify_latency.py
+
+## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (default 600; nightly + cargo-fuzz);
+## prints executions and crashes, fails if any crash exists
+FUZZ_SECONDS ?= 600
+fuzz:
+	bench/fuzz.sh $(FUZZ_SECONDS)

@@ -4,8 +4,8 @@
 //! This is the hot path of the agent (see BENCHMARKS.md): it touches each byte once,
 //! skips string bodies with `memchr`, and allocates nothing. It accepts exactly RFC 8259
 //! JSON (strings without raw control characters, valid escapes, the number grammar, the
-//! three literals), with nesting limited to `MAX_DEPTH` so hostile input cannot exhaust
-//! the stack or the heap.
+//! three literals) without lone surrogates in `\u` escapes, as serde_json does, with
+//! nesting limited to `MAX_DEPTH` so hostile input cannot exhaust the stack or the heap.
 
 use crate::event::{Field, Span, Value, ValueKind};
 
@@ -157,15 +157,39 @@ impl Scanner<'_> {
             match self.next() {
                 Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
                 Some(b'u') => {
-                    let hex = self.b.get(self.i..self.i + 4).ok_or(JsonError)?;
-                    if !hex.iter().all(u8::is_ascii_hexdigit) {
-                        return Err(JsonError);
+                    // A surrogate must be a high one followed by a low one: a lone
+                    // surrogate is no character, serde_json (and so the consumers of the
+                    // JSON output, which copies strings as they are) reject it.
+                    match self.hex4()? {
+                        0xD800..=0xDBFF => {
+                            if self.b.get(self.i..self.i + 2) != Some(&b"\\u"[..]) {
+                                return Err(JsonError);
+                            }
+                            self.i += 2;
+                            if !(0xDC00..=0xDFFF).contains(&self.hex4()?) {
+                                return Err(JsonError);
+                            }
+                        }
+                        0xDC00..=0xDFFF => return Err(JsonError),
+                        _ => {}
                     }
-                    self.i += 4;
                 }
                 _ => return Err(JsonError),
             }
         }
+    }
+
+    /// The four hex digits of a `\u` escape, as a UTF-16 code unit.
+    #[inline]
+    fn hex4(&mut self) -> Result<u16, JsonError> {
+        let hex = self.b.get(self.i..self.i + 4).ok_or(JsonError)?;
+        let mut unit = 0u16;
+        for &c in hex {
+            let digit = (c as char).to_digit(16).ok_or(JsonError)?;
+            unit = unit << 4 | digit as u16;
+        }
+        self.i += 4;
+        Ok(unit)
     }
 
     /// Scans any value and returns its span and kind. Nested containers are validated

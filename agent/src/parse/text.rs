@@ -14,14 +14,18 @@ use crate::parse::{severity_number, time};
 const TRACEBACK_HEADER: &[u8] = b"Traceback (most recent call last):";
 
 /// uvicorn: `INFO:     127.0.0.1:54321 - "GET /api/cart HTTP/1.1" 200 OK`
+///
+/// `status` is written to the JSON output as a number, unquoted, so it must be JSON's
+/// number grammar: ASCII digits (`\d` would take any Unicode digit) and no leading zero.
 static UVICORN_ACCESS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"^(?:[A-Z]+:\s+)?(?P<client_ip>\[?[0-9A-Fa-f.:]+\]?):\d+ - "(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" (?P<status>\d{3})"#)
+    Regex::new(r#"^(?:[A-Z]+:\s+)?(?P<client_ip>\[?[0-9A-Fa-f.:]+\]?):\d+ - "(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" (?P<status>[1-9][0-9]{2})"#)
         .expect("uvicorn access regex is valid")
 });
 
 /// gunicorn's default access format: `%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s ...`
+/// (`status` as in `UVICORN_ACCESS`).
 static GUNICORN_ACCESS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"^(?P<client_ip>[0-9A-Fa-f.:]+) \S+ \S+ \[(?P<time>[^\]]+)\] "(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" (?P<status>\d{3}) "#)
+    Regex::new(r#"^(?P<client_ip>[0-9A-Fa-f.:]+) \S+ \S+ \[(?P<time>[^\]]+)\] "(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" (?P<status>[1-9][0-9]{2}) "#)
         .expect("gunicorn access regex is valid")
 });
 

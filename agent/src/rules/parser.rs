@@ -25,6 +25,11 @@ const KEYWORDS: &[&str] = &[
     "and", "or", "unless", "bool", "on", "ignoring", "by", "without",
 ];
 
+/// Words that a binary operator takes after itself (`a > bool b`, `a / on (x) b`): as a
+/// series name right after an operator they would be read as the keyword, so they are
+/// not series names anywhere (as in PromQL), and a printed expression parses back.
+const OPERATOR_KEYWORDS: &[&str] = &["bool", "on", "ignoring", "group_left", "group_right"];
+
 /// LogQL's parser stages: records here are parsed already, so they have no use.
 const LOGQL_PARSERS: &[&str] = &["logfmt", "regexp", "pattern", "unpack"];
 
@@ -985,6 +990,15 @@ impl<'a> Parser<'a> {
     fn series_selector(&mut self) -> Result<SeriesSelector, ParseError> {
         let token = self.bump();
         let name = self.text_of(&token);
+        if OPERATOR_KEYWORDS.contains(&name) {
+            return Err(ParseError::new(
+                token.start,
+                format!("\"{name}\" is a keyword, not a series name"),
+            )
+            .with_hint(
+                "bool, on, ignoring, group_left and group_right only follow a binary operator",
+            ));
+        }
         if name.contains('.') {
             return Err(ParseError::new(token.start, format!("invalid metric name \"{name}\""))
                 .with_hint("metric names are letters, digits, _ and :; dots are only allowed in pipeline field names"));

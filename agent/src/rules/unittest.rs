@@ -15,6 +15,7 @@ use super::engine::{Engine, EngineOptions};
 use super::file::{self, Group, Rule, RuleKind, RuleSet};
 use super::labels::{Labels, NAME};
 use super::parser;
+use crate::config::ConfigError;
 use crate::event::{LogBatch, LogRecord, Span};
 use crate::parse::{Format, LineParser};
 
@@ -116,12 +117,40 @@ struct ExpSample {
 
 const NS: i64 = 1_000_000_000;
 
+/// Every time in a test is at most 100 years after its start, so that the sum of two
+/// stays inside `i64` nanoseconds.
+const MAX_TIME: i64 = 100 * 365 * 86_400 * NS;
+/// Inputs (log lines and series values) one test may expand to: `repeat: 10000000000` or
+/// `1+1x10000000000` is an error, not the machine's memory.
+const MAX_INPUTS: usize = 1_000_000;
+/// Group evaluations one test may ask for (its last `eval_time` over the shortest
+/// interval): `eval_time: 100y` at 15s is an error, not a run of days.
+const MAX_EVALUATIONS: i64 = 1_000_000;
+
 fn duration_ns(text: &str, what: &str) -> Result<i64, String> {
-    file::parse_duration(text)
-        .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
+    let nanos = file::parse_duration(text)
+        .map(|d| d.as_nanos())
         .ok_or_else(|| {
             format!("invalid duration `{text}` for `{what}` (write it like 30s, 5m, 1h)")
-        })
+        })?;
+    if nanos > MAX_TIME as u128 {
+        return Err(format!(
+            "duration `{text}` for `{what}` is too long (at most 100 years)"
+        ));
+    }
+    Ok(nanos as i64)
+}
+
+/// A duration that must be more than 0: an interval to step by.
+fn interval_ns(text: &str, what: &str) -> Result<i64, String> {
+    match duration_ns(text, what)? {
+        0 => Err(format!("`{what}` must be more than 0")),
+        ns => Ok(ns),
+    }
+}
+
+fn too_many_inputs() -> String {
+    format!("the test expands to more than {MAX_INPUTS} input lines and values")
 }
 
 fn format_time(ns: i64) -> String {
@@ -164,19 +193,28 @@ pub fn run_files(files: &[PathBuf], out: &mut impl std::io::Write) -> bool {
 /// Runs one test file: the failures of each test, by name.
 pub fn run_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, Vec<String>> {
     let text = fs_err::read_to_string(path).map_err(|e| vec![e.to_string()])?;
-    let file: TestFile = serde_saphyr::from_str(&text)
+    let base = path.parent().unwrap_or(Path::new("."));
+    run_str(path, &text, |rule_files, interval| {
+        file::load_files(rule_files, base, interval)
+    })
+}
+
+/// Runs the text of a test file named `path` (for messages only): `load_rules` is given
+/// its `rule_files` and evaluation interval and returns the rules to test. Pure: the
+/// fuzz target and the property tests run it without touching the filesystem.
+pub fn run_str(
+    path: &Path,
+    text: &str,
+    load_rules: impl FnOnce(&[String], Duration) -> Result<RuleSet, Vec<ConfigError>>,
+) -> Result<Vec<(String, Vec<String>)>, Vec<String>> {
+    let file: TestFile = serde_saphyr::from_str(text)
         .map_err(|e| vec![crate::config::validate::yaml_error(path, &e).to_string()])?;
     let interval = match &file.evaluation_interval {
-        Some(text) => duration_ns(text, "evaluation_interval").map_err(|e| vec![e])?,
+        Some(text) => interval_ns(text, "evaluation_interval").map_err(|e| vec![e])?,
         None => 60 * NS,
     };
-    let base = path.parent().unwrap_or(Path::new("."));
-    let rules = file::load_files(
-        &file.rule_files,
-        base,
-        Duration::from_nanos(interval as u64),
-    )
-    .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    let rules = load_rules(&file.rule_files, Duration::from_nanos(interval as u64))
+        .map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
     let mut results = Vec::new();
     for (i, test) in file.tests.iter().enumerate() {
         let name = test
@@ -257,7 +295,7 @@ fn run_test(
     deployments: Option<&serde_json::Value>,
 ) -> Result<Vec<String>, String> {
     let series_step = match &test.interval {
-        Some(text) => duration_ns(text, "interval")?,
+        Some(text) => interval_ns(text, "interval")?,
         None => interval,
     };
     // Expression tests run as recording rules of their own group, on the same grid.
@@ -309,9 +347,21 @@ fn run_test(
                 Some(text) => duration_ns(text, "every")?,
                 None => 0,
             };
-            for k in 0..spec.repeat.unwrap_or(1) {
+            let repeat = spec.repeat.unwrap_or(1);
+            if repeat > MAX_INPUTS.saturating_sub(inputs.len()) as u64 {
+                return Err(too_many_inputs());
+            }
+            for k in 0..repeat as i64 {
+                // Both are at most MAX_TIME and k < MAX_INPUTS: no overflow in i128.
+                let time = at as i128 + every as i128 * k as i128;
+                if time > MAX_TIME as i128 {
+                    return Err(format!(
+                        "input_logs: `at` + `every` × `repeat` of {:?} is beyond 100 years",
+                        spec.line
+                    ));
+                }
                 inputs.push((
-                    at + every * k as i64,
+                    time as i64,
                     Input::Line {
                         source,
                         line: &spec.line,
@@ -322,7 +372,17 @@ fn run_test(
     }
     for series in &test.input_series {
         let labels = parse_series_notation(&series.series)?;
-        for (i, value) in expand_values(&series.values)?.into_iter().enumerate() {
+        let values = expand_values(&series.values)?;
+        if values.len() > MAX_INPUTS.saturating_sub(inputs.len()) {
+            return Err(too_many_inputs());
+        }
+        if (values.len() as i128 - 1) * series_step as i128 > MAX_TIME as i128 {
+            return Err(format!(
+                "input_series `{}`: its values reach beyond 100 years",
+                series.series
+            ));
+        }
+        for (i, value) in values.into_iter().enumerate() {
             if let Some(value) = value {
                 inputs.push((
                     i as i64 * series_step,
@@ -365,6 +425,22 @@ fn run_test(
         ));
     }
     checks.sort_by_key(|(t, _)| *t);
+    let last_check = checks.last().map_or(0, |(t, _)| *t);
+    let shortest = rules
+        .groups
+        .iter()
+        .map(|g| g.interval.as_nanos().min(MAX_TIME as u128) as i64)
+        .chain([interval])
+        .min()
+        .unwrap_or(interval)
+        .max(1);
+    if last_check / shortest > MAX_EVALUATIONS {
+        return Err(format!(
+            "the last eval_time, {}, is more than {MAX_EVALUATIONS} evaluations every {}",
+            format_time(last_check),
+            format_time(shortest)
+        ));
+    }
 
     let deploy_config = deployments_config(deployments)?;
     let verifications =
@@ -735,6 +811,11 @@ pub fn expand_values(text: &str) -> Result<Vec<Option<Option<f64>>>, String> {
             None => out.push(Some(Some(parse_value(token).ok_or_else(bad)?))),
             Some((head, count)) => {
                 let n: u64 = count.parse().map_err(|_| bad())?;
+                if n >= MAX_INPUTS.saturating_sub(out.len()) as u64 {
+                    return Err(format!(
+                        "`{token}` in `{text}` expands to more than {MAX_INPUTS} values"
+                    ));
+                }
                 if head == "_" {
                     out.extend(std::iter::repeat_n(None, n as usize));
                     continue;

@@ -1,0 +1,6 @@
+//! Arbitrary bytes as lines of a `structlog` source, parsed and written as the JSON output.
+#![no_main]
+
+use sidewatch::parse::Format;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sidewatch_fuzz::parse_lines(Format::Structlog, data));
