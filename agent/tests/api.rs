@@ -2,6 +2,9 @@
 //! are open, everything else needs the bearer token; `healthcheck` reports the truth;
 //! with no config file the agent runs on SPEC's defaults and says so.
 
+mod common;
+use common::free_port;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,14 +14,6 @@ use sidewatch::api::http_get;
 use sidewatch::config::{Config, LogSourceConfig, Secret};
 use sidewatch::topology::{Outcome, run_until};
 use tokio_util::sync::CancellationToken;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Polls `url` until it answers 200, or fails after 10 s.
 async fn wait_ready(url: &str) {

@@ -3,8 +3,10 @@
 //! certificate made by rcgen. Times are measured with tokio's clock in real time (not
 //! paused: the sockets are real), with generous bounds.
 
+mod common;
+use common::self_signed;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -18,7 +20,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 /// What the test server answers to every request.
@@ -318,22 +319,6 @@ async fn body_that_never_ends_times_out_with_the_status_known() {
     assert_eq!(sample.status_code, Some(200));
     assert_eq!(error(&sample), "timed out after 800ms reading the body");
     assert!(elapsed < Duration::from_millis(1800), "{elapsed:?}");
-}
-
-/// A self-signed certificate for 127.0.0.1 and localhost, and a TLS acceptor using it.
-fn self_signed() -> (String, TlsAcceptor) {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
-        .unwrap();
-    (certified.cert.pem(), TlsAcceptor::from(Arc::new(server)))
 }
 
 #[tokio::test]

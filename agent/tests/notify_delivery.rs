@@ -5,6 +5,9 @@
 //! the real protocols, not mocks of the code under test. Clocks are real (the sockets
 //! are), with generous bounds.
 
+mod common;
+use common::self_signed;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +24,6 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
 
 const T0: i64 = 1_795_463_364_000_000_000; // 2026-11-23T19:49:24Z
 const EXTERNAL_URL: &str = "http://sidewatch.test:9777";
@@ -180,21 +182,6 @@ async fn serve(script: Vec<Reply>, tls: Option<TlsAcceptor>) -> (SocketAddr, Log
         }
     });
     (addr, log)
-}
-
-fn self_signed() -> (String, TlsAcceptor) {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
-        .unwrap();
-    (certified.cert.pem(), TlsAcceptor::from(Arc::new(server)))
 }
 
 fn webhook_config(url: String) -> WebhookConfig {

@@ -8,6 +8,9 @@
 //! and check the mapped fields, retries (503 + Retry-After), a collector that is down and
 //! comes back, a permanent refusal (400) and a restart of the agent.
 
+mod common;
+use common::free_port;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::Read as _;
 use std::path::Path;
@@ -29,14 +32,6 @@ use sidewatch::export::otlp::config::{
 };
 use sidewatch::topology::{Outcome, run_until};
 use tokio_util::sync::CancellationToken;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// What the receiver got, and what it answers next.
 #[derive(Default)]
