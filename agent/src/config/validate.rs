@@ -434,6 +434,20 @@ impl Ctx {
         }
     }
 
+    /// `choice` over a table of names and values, so each name is written once.
+    fn pick<T: Copy>(
+        &mut self,
+        value: Option<&S>,
+        default: T,
+        what: &str,
+        options: &[(&str, T)],
+    ) -> T {
+        let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+        self.choice(value, default, what, &names, |s| {
+            options.iter().find(|(name, _)| *name == s).map(|(_, v)| *v)
+        })
+    }
+
     /// A secret given inline or, through its `*_file` twin, in a file.
     fn secret(&mut self, inline: Option<&S>, file: Option<&S>, name: &str) -> Option<Secret> {
         match (inline, file) {
@@ -883,17 +897,15 @@ impl Ctx {
                 .value
                 .iter()
                 .map(|v| {
-                    self.choice(
+                    self.pick(
                         Some(v),
                         DetectSource::Api,
                         "deployment source",
-                        &["api", "probe_version", "log_field"],
-                        |s| match s {
-                            "api" => Some(DetectSource::Api),
-                            "probe_version" => Some(DetectSource::ProbeVersion),
-                            "log_field" => Some(DetectSource::LogField),
-                            _ => None,
-                        },
+                        &[
+                            ("api", DetectSource::Api),
+                            ("probe_version", DetectSource::ProbeVersion),
+                            ("log_field", DetectSource::LogField),
+                        ],
                     )
                 })
                 .collect(),
@@ -1308,17 +1320,15 @@ impl Ctx {
                 return None;
             }
         };
-        let tls = self.choice(
+        let tls = self.pick(
             raw.tls.as_ref(),
             SmtpTls::Starttls,
             "`tls` mode",
-            &["starttls", "tls", "none"],
-            |s| match s {
-                "starttls" => Some(SmtpTls::Starttls),
-                "tls" => Some(SmtpTls::Tls),
-                "none" => Some(SmtpTls::None),
-                _ => None,
-            },
+            &[
+                ("starttls", SmtpTls::Starttls),
+                ("tls", SmtpTls::Tls),
+                ("none", SmtpTls::None),
+            ],
         );
         let password = self.secret(
             raw.password.as_ref(),
@@ -1412,16 +1422,14 @@ impl Ctx {
                 return None;
             }
         };
-        let format = self.choice(
+        let format = self.pick(
             raw.format.as_ref(),
             WebhookFormat::Alertmanager,
             "webhook format",
-            &["alertmanager", "slack"],
-            |s| match s {
-                "alertmanager" => Some(WebhookFormat::Alertmanager),
-                "slack" => Some(WebhookFormat::Slack),
-                _ => None,
-            },
+            &[
+                ("alertmanager", WebhookFormat::Alertmanager),
+                ("slack", WebhookFormat::Slack),
+            ],
         );
         let max_alerts = match raw.max_alerts.as_ref() {
             Some(v) => match v.value.0.trim().parse::<usize>() {
