@@ -13,6 +13,13 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-aler
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The sidecar's packaging tests (issue 7): a Docker engine (dockerd; no registry here, so
+# base images are made with debootstrap), docker-compose to validate the compose file,
+# headless Chromium for the status page.
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need_apt+=(debootstrap)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (apt)"
   sudo=""
@@ -20,7 +27,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # Debian starts daemons on install; the tests start their own on free ports.
-  $sudo systemctl stop prometheus prometheus-alertmanager 2>/dev/null || true
+  $sudo systemctl stop prometheus prometheus-alertmanager docker docker.socket containerd 2>/dev/null || true
   pkill -x prometheus 2>/dev/null || true
   pkill -x prometheus-alertmanager 2>/dev/null || true
 fi
