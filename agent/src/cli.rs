@@ -163,7 +163,16 @@ pub fn check(explicit: Option<&std::path::Path>) -> ExitCode {
             let sources: Vec<String> = config
                 .logs
                 .iter()
-                .map(|s| format!("{} ({}, {})", s.name, s.format.name(), s.paths.join(", ")))
+                .map(|s| {
+                    let mut what = format!("{}, {}", s.format.name(), s.paths.join(", "));
+                    if let Some(drop) = &s.drop {
+                        what.push_str(&format!(", drop '{}'", drop.text));
+                    }
+                    if !s.redact.is_empty() {
+                        what.push_str(&format!(", {} redact rule(s)", s.redact.len()));
+                    }
+                    format!("{} ({what})", s.name)
+                })
                 .collect();
             println!(
                 "{}: ok: {} log source(s): {}",

@@ -42,3 +42,4 @@ pub mod sources;
 pub mod state;
 pub mod telemetry;
 pub mod topology;
+pub mod transform;

@@ -113,6 +113,10 @@ pub fn run(
                 batch.records.push(record);
             }
         }
+        // The source's drop and redact, as the live agent applies them.
+        if let Some(mut transform) = crate::transform::SourceTransform::new(source) {
+            transform.apply(&mut batch);
+        }
         batches.push(batch);
     }
     // (time, batch, record) in time order; stable for records with the same time.

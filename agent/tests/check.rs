@@ -113,3 +113,10 @@ fn good_rule_files_are_counted() {
         "{out}"
     );
 }
+
+#[test]
+fn drop_and_redact_mistakes_are_placed() {
+    let (code, out) = check("bad_transforms.yaml");
+    assert_eq!(code, 1, "{out}");
+    insta::assert_snapshot!(out);
+}

@@ -221,6 +221,25 @@ def error():
     return JSONResponse({"error": "internal", "request_id": request_id}, status_code=500)
 
 
+@app.get("/login")
+def login(request: Request, user: str, password: str):
+    # A leak real apps have: the handler logs the credentials and headers it was given.
+    # sidewatch's `redact` must keep them from leaving the pod.
+    request_id = str(uuid.uuid4())
+    authorization = request.headers.get("authorization", "")
+    log.info(
+        "login attempt",
+        request_id=request_id,
+        path="/login",
+        status=200,
+        user=user,
+        password=password,
+        authorization=authorization,
+        headers={"authorization": authorization, "user-agent": request.headers.get("user-agent", "")},
+    )
+    return {"request_id": request_id}
+
+
 _checkout_lock = threading.Lock()
 _checkout_calls = 0
 

@@ -131,6 +131,18 @@ class StructlogApp:
         assert r.status_code == 500, f"/error answered {r.status_code}: {r.text[:500]}"
         return r.json()["request_id"]
 
+    def login(self, user: str, password: str, token: str) -> str:
+        """A `/login` call whose handler logs the password and the bearer token it got;
+        return the request id of that record."""
+        r = self.session.get(
+            self.url + "/login",
+            params={"user": user, "password": password},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert r.status_code == 200, f"/login answered {r.status_code}: {r.text[:500]}"
+        return r.json()["request_id"]
+
     def stop(self) -> int:
         self.session.close()
         return self.process.terminate()

@@ -96,6 +96,37 @@ pub struct LogSourceConfig {
     /// Use filesystem notifications (inotify); `false` polls only, for filesystems
     /// where notifications never come (NFS, some FUSE and overlay setups).
     pub notify: bool,
+    /// Records matching this pipeline are not kept (`drop: '| level="debug"'`).
+    pub drop: Option<DropFilter>,
+    /// Rewrites applied to every record before it leaves the source, in order.
+    pub redact: Vec<RedactRule>,
+}
+
+/// A `drop` filter: the pipeline as written and parsed.
+#[derive(Debug, Clone)]
+pub struct DropFilter {
+    pub text: String,
+    pub stages: Vec<crate::rules::ast::Stage>,
+}
+
+/// What a `redact` rule replaces when no `replace` is given.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// One `redact` entry.
+#[derive(Debug, Clone)]
+pub struct RedactRule {
+    pub target: RedactTarget,
+    /// The replacement; for a pattern, `$1` / `${name}` refer to its groups.
+    pub replace: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum RedactTarget {
+    /// The value of every field of this name (top-level attribute, the message, or a
+    /// key inside a nested object).
+    Field(String),
+    /// Every match in the message and in string values.
+    Pattern(regex::Regex),
 }
 
 /// One `probes:` entry: an HTTP health endpoint checked every `interval`.
@@ -269,6 +300,8 @@ impl LogSourceConfig {
             rotate_wait: Duration::from_secs(10),
             poll_interval: Duration::from_millis(250),
             notify: true,
+            drop: None,
+            redact: Vec::new(),
         }
     }
 }

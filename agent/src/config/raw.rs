@@ -84,7 +84,15 @@ pub(super) struct RawLogSource {
     pub(super) poll_interval: Option<S>,
     pub(super) notify: Option<S>,
     pub(super) drop: Option<S>,
-    pub(super) redact: Option<Spanned<serde_json::Value>>,
+    pub(super) redact: Option<Vec<Spanned<RawRedact>>>,
+}
+
+/// One `redact:` entry: `{ field: password }` or `{ pattern: '…', replace: '…' }`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRedact {
+    pub(super) field: Option<S>,
+    pub(super) pattern: Option<S>,
+    pub(super) replace: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,12 +9,13 @@ use serde_saphyr::Location;
 
 use super::raw::{
     Node, RawAlerting, RawAlertmanager, RawConfig, RawDeployments, RawEmail, RawFieldNames,
-    RawInhibitRule, RawLogSource, RawOtlp, RawProbe, RawReceiver, RawRoute, RawRules, RawWebhook,
-    S,
+    RawInhibitRule, RawLogSource, RawOtlp, RawProbe, RawReceiver, RawRedact, RawRoute, RawRules,
+    RawWebhook, S,
 };
 use super::{
-    ApiConfig, Config, ConfigError, ConfigErrors, DeploymentsConfig, DetectSource, ExportConfig,
-    LogSourceConfig, ProbeConfig, RulesConfig, Secret, ServiceConfig, StartAt,
+    ApiConfig, Config, ConfigError, ConfigErrors, DeploymentsConfig, DetectSource, DropFilter,
+    ExportConfig, LogSourceConfig, ProbeConfig, REDACTED, RedactRule, RedactTarget, RulesConfig,
+    Secret, ServiceConfig, StartAt,
 };
 use crate::export::otlp::config::{Compression, OtlpFileSettings, Protocol, Signals};
 use crate::notify::config::{
@@ -154,6 +155,7 @@ fn known_keys(section: &[&str]) -> &'static [&'static str] {
             "redact",
         ],
         ["logs", "fields"] => &["message", "level", "time", "trace_id", "span_id"],
+        ["logs", "redact"] => &["field", "pattern", "replace"],
         ["rules"] => &[
             "files",
             "evaluation_interval",
@@ -1550,9 +1552,98 @@ impl Ctx {
         config.rotate_wait = self.duration(raw.rotate_wait.as_ref(), config.rotate_wait);
         config.poll_interval = self.duration(raw.poll_interval.as_ref(), config.poll_interval);
         config.notify = self.boolean(raw.notify.as_ref(), config.notify);
-        self.warn_inactive("drop", raw.drop.as_ref().map(|v| v.referenced));
-        self.warn_inactive("redact", raw.redact.as_ref().map(|v| v.referenced));
+        if let Some(value) = raw.drop.as_ref()
+            && let Some(text) = self.string(value)
+        {
+            match crate::rules::parser::parse_pipeline(&text) {
+                Ok(stages) => config.drop = Some(DropFilter { text, stages }),
+                Err(e) => self.error_at(
+                    value.referenced,
+                    format!("invalid drop filter `{text}` at character {}: {}", e.offset + 1, e.message),
+                    Some(e.hint.clone().unwrap_or_else(|| {
+                        "a pipeline of line and field filters, like '| level=\"debug\"' or '|= \"GET /health\"'".into()
+                    })),
+                ),
+            }
+        }
+        for entry in raw.redact.unwrap_or_default() {
+            if let Some(rule) = self.redact_rule(entry.value, entry.referenced) {
+                config.redact.push(rule);
+            }
+        }
         Some(config)
+    }
+
+    /// `{ field: password }` or `{ pattern: '(?i)bearer \S+', replace: 'Bearer ***' }`.
+    fn redact_rule(&mut self, raw: RawRedact, at: Location) -> Option<RedactRule> {
+        let replace = match raw.replace.as_ref() {
+            Some(v) => self.string(v)?,
+            None => REDACTED.to_string(),
+        };
+        match (raw.field.as_ref(), raw.pattern.as_ref()) {
+            (Some(field), None) => {
+                let name = self.string(field)?;
+                if name.is_empty() {
+                    self.error_at(field.referenced, "`field` is empty", None);
+                    return None;
+                }
+                Some(RedactRule {
+                    target: RedactTarget::Field(name),
+                    replace,
+                })
+            }
+            (None, Some(pattern)) => {
+                let text = self.string(pattern)?;
+                match regex::Regex::new(&text) {
+                    Ok(re) if !re.is_match("") => Some(RedactRule {
+                        target: RedactTarget::Pattern(re),
+                        replace,
+                    }),
+                    Ok(_) => {
+                        self.error_at(
+                            pattern.referenced,
+                            format!("redact pattern `{text}` matches the empty string"),
+                            Some("it would insert the replacement between every character; make it match at least one character".into()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.error_at(
+                            pattern.referenced,
+                            format!(
+                                "invalid redact pattern `{text}`: {}",
+                                e.to_string()
+                                    .lines()
+                                    .last()
+                                    .unwrap_or_default()
+                                    .trim()
+                                    .trim_start_matches("error: ")
+                            ),
+                            Some(
+                                "a Rust regex (RE2 syntax), like '(?i)bearer [a-z0-9._-]+'".into(),
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            (Some(_), Some(pattern)) => {
+                self.error_at(
+                    pattern.referenced,
+                    "a redact entry has either `field` or `pattern`, not both",
+                    Some("write two entries".into()),
+                );
+                None
+            }
+            (None, None) => {
+                self.error_at(
+                    at,
+                    "a redact entry needs `field` or `pattern`",
+                    Some("{ field: password } replaces that field's value; { pattern: '…', replace: '…' } rewrites matching text".into()),
+                );
+                None
+            }
+        }
     }
 
     fn field_names(&mut self, raw: Option<RawFieldNames>, defaults: FieldNames) -> FieldNames {

@@ -1484,6 +1484,43 @@ impl LogWindows {
 /// Shared so that cloned names in the hot path stay cheap.
 pub type SourceName = Arc<str>;
 
+/// A pipeline (`| level="debug"`, `|= "GET /health"`) judged on single records outside
+/// any window: a log source's `drop` filter. It uses the windows' own stage and field
+/// machinery, so a filter means exactly what it means in a rule.
+#[derive(Debug)]
+pub struct RecordFilter {
+    table: FieldTable,
+    stages: Vec<usize>,
+    slots: FieldSlots,
+}
+
+impl RecordFilter {
+    /// `names` is the source's field mapping (`event` is the body, …).
+    pub fn new(stages: &[Stage], names: &FieldNames) -> RecordFilter {
+        let mut table = FieldTable::default();
+        let stages = stages
+            .iter()
+            .filter_map(|stage| CompiledStage::intern(stage, &mut table))
+            .collect();
+        let mut slots = FieldSlots::default();
+        slots.map(&table, names);
+        RecordFilter {
+            table,
+            stages,
+            slots,
+        }
+    }
+
+    /// Whether `record` passes every stage.
+    pub fn matches(&mut self, batch: &LogBatch, record: &LogRecord) -> bool {
+        self.slots.fill(&self.table, batch, record);
+        let line = batch.buf.get(record.line.range()).unwrap_or("");
+        self.stages
+            .iter()
+            .all(|&stage| self.table.stages[stage].passes(line, &self.slots, &batch.buf))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

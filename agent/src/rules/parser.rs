@@ -117,6 +117,34 @@ pub fn parse_log_query(text: &str) -> Result<LogQuery, ParseError> {
     Ok(query)
 }
 
+/// Parses a pipeline without a selector, as a log source's `drop` filter is written:
+/// '| level="debug"', '|= "GET /health" | status == 200'. Line and field filters only.
+pub fn parse_pipeline(text: &str) -> Result<Vec<Stage>, ParseError> {
+    let mut parser = Parser::new(text);
+    if !matches!(
+        parser.peek().tok,
+        Tok::Pipe | Tok::PipeEq | Tok::PipeRe | Tok::Ne | Tok::NotRe
+    ) {
+        return Err(parser
+            .unexpected("a pipeline stage, like | level=\"debug\" or |= \"GET /health\"")
+            .with_hint_opt(parser.at(&Tok::LBrace).then(|| {
+                "a drop filter applies to its own source: leave the selector out".to_string()
+            })));
+    }
+    let start = parser.peek().start;
+    let (stages, unwrap) = parser.pipeline()?;
+    if unwrap.is_some() {
+        return Err(ParseError::new(
+            start,
+            "a drop filter selects records: it cannot unwrap a value",
+        ));
+    }
+    if !parser.at(&Tok::Eof) {
+        return Err(parser.unexpected("a pipeline stage or the end of the filter"));
+    }
+    Ok(stages)
+}
+
 /// An expression with what the parser needs to know about it while building its parents.
 struct Node {
     expr: Expr,
@@ -1096,6 +1124,17 @@ impl<'a> Parser<'a> {
                 "a log selector needs at least one label matcher, like {source=\"app\"}",
             ));
         }
+        let (stages, unwrap) = self.pipeline()?;
+        Ok(LogQuery {
+            selector: LogSelector { matchers },
+            stages,
+            unwrap,
+        })
+    }
+
+    /// The stages after a selector (or on their own, for a `drop` filter), with an
+    /// `unwrap` when it comes last.
+    fn pipeline(&mut self) -> Result<(Vec<Stage>, Option<Unwrap>), ParseError> {
         let mut stages = Vec::new();
         let mut unwrap: Option<Unwrap> = None;
         loop {
@@ -1157,11 +1196,7 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        Ok(LogQuery {
-            selector: LogSelector { matchers },
-            stages,
-            unwrap,
-        })
+        Ok((stages, unwrap))
     }
 
     /// The pattern of `|= "x"`, `!= "x"`, `|~ "re"`, `!~ "re"`.

@@ -43,6 +43,7 @@ use crate::parse::{Format, LineParser, Outcome};
 use crate::sources::discovery::Discovery;
 use crate::state::{Checkpoint, StateStore};
 use crate::telemetry::{ComponentEvents, Counter, Telemetry};
+use crate::transform::SourceTransform;
 
 /// How many leading bytes identify a file.
 const FINGERPRINT_BYTES: u64 = 256;
@@ -80,6 +81,8 @@ struct TailMetrics {
     parse_errors: Counter,
     truncated: Counter,
     invalid_utf8: Counter,
+    dropped: Counter,
+    redacted: Counter,
     telemetry: Arc<Telemetry>,
     source: Arc<str>,
 }
@@ -128,6 +131,16 @@ impl TailMetrics {
             invalid_utf8: telemetry.counter(
                 "sidewatch_log_invalid_utf8_total",
                 "Lines holding invalid UTF-8, kept with replacement characters and flagged.",
+                &label,
+            ),
+            dropped: telemetry.counter(
+                "sidewatch_log_records_dropped_total",
+                "Records removed by the source's drop filter (never exported nor seen by the rules).",
+                &label,
+            ),
+            redacted: telemetry.counter(
+                "sidewatch_log_records_redacted_total",
+                "Records with at least one value rewritten by the source's redact rules.",
                 &label,
             ),
             telemetry: telemetry.clone(),
@@ -243,6 +256,8 @@ impl Waker {
 pub struct FileTail {
     config: LogSourceConfig,
     parser: LineParser,
+    /// The source's `drop` and `redact`, applied to each batch before it is sent.
+    transform: Option<SourceTransform>,
     discovery: Discovery,
     /// Stored checkpoints by (dev, ino), consumed as their files are found again.
     checkpoints: HashMap<(u64, u64), Checkpoint>,
@@ -313,6 +328,7 @@ impl FileTail {
         };
         Ok(FileTail {
             parser: LineParser::new(config.format, config.fields.clone()),
+            transform: SourceTransform::new(&config),
             config,
             discovery,
             checkpoints,
@@ -424,6 +440,14 @@ impl FileTail {
         new_batch: &impl Fn() -> LogBatch,
     ) -> bool {
         self.count(tally);
+        if let Some(transform) = &mut self.transform {
+            let done = transform.apply(batch);
+            self.metrics.dropped.add(done.dropped);
+            self.metrics.redacted.add(done.redacted);
+            if done.dropped > 0 {
+                tracing::debug!(component = %self.config.name, count = done.dropped, "records dropped by the drop filter");
+            }
+        }
         let records = batch.records.len() as u64;
         let full = std::mem::replace(batch, new_batch());
         if out.send(full).is_err() {
