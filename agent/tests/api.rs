@@ -261,3 +261,146 @@ async fn silences_are_created_listed_expired_and_kept_across_a_restart() {
     stop.cancel();
     assert_eq!(agent.await.unwrap().unwrap(), Outcome::Clean);
 }
+
+/// One GET with an optional `Authorization` header: status, headers, body.
+async fn get_with(url: &str, authorization: Option<&str>) -> (u16, axum::http::HeaderMap, String) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = hyper::Request::get(url);
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = client
+        .request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+fn header<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// The page is HTML with the headers that keep it inert, and what it shows came
+/// through the escaping (the service name is hostile on purpose).
+fn assert_status_page(code: u16, headers: &axum::http::HeaderMap, body: &str) {
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(header(headers, "content-type"), "text/html; charset=utf-8");
+    assert!(
+        header(headers, "content-security-policy")
+            .starts_with("default-src 'none'; style-src 'unsafe-inline'"),
+        "{headers:?}"
+    );
+    assert_eq!(header(headers, "x-content-type-options"), "nosniff");
+    assert!(body.starts_with("<!doctype html>"), "{body}");
+    assert!(
+        body.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+        "{body}"
+    );
+    assert!(body.contains("&lt;checkout&gt; api"), "{body}");
+    assert!(!body.contains("<checkout>"), "{body}");
+    for section in ["probes", "alerts", "deployments", "queues"] {
+        assert!(
+            body.contains(&format!("<section id=\"{section}\">")),
+            "no {section} section: {body}"
+        );
+    }
+    // The source of the config, with its glob, in the queues and sources section.
+    assert!(body.contains("<td>app</td>"), "{body}");
+    assert!(body.contains("/logs/*.log</code>"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_is_html_and_open_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut config = config(dir.path(), port);
+    config.api.token = None;
+    config.service.name = "<checkout> api".into();
+    let stop = CancellationToken::new();
+    let agent = tokio::spawn(run_until(config, stop.clone()));
+    wait_ready(&format!("{base}/readyz")).await;
+
+    let (code, headers, body) = get_with(&format!("{base}/"), None).await;
+    assert_status_page(code, &headers, &body);
+
+    stop.cancel();
+    assert_eq!(agent.await.unwrap().unwrap(), Outcome::Clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_status_page_takes_basic_auth_and_the_bearer_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut config = config(dir.path(), port);
+    config.service.name = "<checkout> api".into();
+    let stop = CancellationToken::new();
+    let agent = tokio::spawn(run_until(config, stop.clone()));
+    wait_ready(&format!("{base}/readyz")).await;
+    let page = format!("{base}/");
+
+    // Without credentials: a Basic challenge, so a browser prompts.
+    let (code, headers, body) = get_with(&page, None).await;
+    assert_eq!(code, 401, "{body}");
+    assert_eq!(
+        header(&headers, "www-authenticate"),
+        "Basic realm=\"sidewatch\""
+    );
+    // The token as the Basic password, whatever the user name ("x:s3cret",
+    // "anyone:s3cret" in base64).
+    for credentials in ["eDpzM2NyZXQ=", "YW55b25lOnMzY3JldA=="] {
+        let (code, headers, body) = get_with(&page, Some(&format!("Basic {credentials}"))).await;
+        assert_status_page(code, &headers, &body);
+    }
+    // A wrong password ("x:wrong"), the token as the user name ("s3cret:"), no colon
+    // ("s3cret"), not base64, or the token as a bearer in the Basic scheme: refused.
+    for authorization in [
+        "Basic eDp3cm9uZw==",
+        "Basic czNjcmV0Og==",
+        "Basic czNjcmV0",
+        "Basic s3cret",
+        "Basic x:s3cret",
+        "Bearer wrong",
+    ] {
+        let (code, headers, body) = get_with(&page, Some(authorization)).await;
+        assert_eq!(code, 401, "{authorization}: {body}");
+        assert_eq!(
+            header(&headers, "www-authenticate"),
+            "Basic realm=\"sidewatch\"",
+            "{authorization}"
+        );
+        assert!(!body.contains("s3cret"), "{body}");
+    }
+    // The bearer still opens the page and the API, and the API's challenge is unchanged.
+    let (code, headers, body) = get_with(&page, Some("Bearer s3cret")).await;
+    assert_status_page(code, &headers, &body);
+    let status = format!("{base}/api/v1/status");
+    let (code, _, body) = get_with(&status, Some("Bearer s3cret")).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, headers, _) = get_with(&status, None).await;
+    assert_eq!(
+        (code, header(&headers, "www-authenticate")),
+        (401, "Bearer")
+    );
+    // Basic works for the JSON too (the page links to it).
+    let (code, _, body) = get_with(&status, Some("Basic eDpzM2NyZXQ=")).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, _, _) = get_with(&status, Some("Basic eDp3cm9uZw==")).await;
+    assert_eq!(code, 401);
+
+    stop.cancel();
+    assert_eq!(agent.await.unwrap().unwrap(), Outcome::Clean);
+}

@@ -1,7 +1,11 @@
 //! The HTTP API on `api.listen`: health and readiness for probes, `/metrics` for
-//! Prometheus, `/api/v1/status` for people and scripts. A bearer `api.token`, when set,
-//! guards everything except `/healthz`, `/readyz` and `/metrics` (what kubelets and
-//! scrapers reach without credentials).
+//! Prometheus, `/api/v1/status` for people and scripts, `/` (the status page) for
+//! browsers. A bearer `api.token`, when set, guards everything except `/healthz`,
+//! `/readyz` and `/metrics` (what kubelets and scrapers reach without credentials); the
+//! guard also takes HTTP Basic auth whose password is the token, since a browser cannot
+//! send a bearer header (see `status_page`).
+
+mod status_page;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +65,7 @@ pub struct ApiState {
 
 pub fn router(state: Arc<ApiState>) -> Router {
     let protected = Router::new()
+        .route("/", get(status_page::status_page))
         .route("/api/v1/status", get(status))
         .route("/api/v1/alerts", get(alerts))
         .route(
@@ -115,6 +120,20 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let body = exposition(&state);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Every series of the agent as Prometheus text: what `/metrics` serves and the OTLP
+/// metrics exporter sends.
+pub fn exposition(state: &ApiState) -> String {
     let mut body = state.telemetry.render();
     if let Some(engine) = &state.rules {
         crate::rule_runner::exposition(engine, &mut body);
@@ -139,17 +158,15 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     if let Some((notify, receivers)) = &state.notify {
         notify.exposition(receivers, &mut body);
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        body,
-    )
-        .into_response()
+    body
 }
 
 async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    Json(status_document(&state))
+}
+
+/// The `/api/v1/status` document (also what the status page shows).
+fn status_document(state: &ApiState) -> serde_json::Value {
     let sources: Vec<serde_json::Value> = state
         .sources
         .iter()
@@ -207,7 +224,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
             "active_silences": active,
         })
     });
-    Json(serde_json::json!({
+    serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "service": state.service,
         "config": state.config_origin,
@@ -223,7 +240,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
         "probes": probes,
         "deployments": deployments,
         "notifications": notifications,
-    }))
+    })
 }
 
 use crate::notify::payload::{annotations_json, labels_json};
@@ -272,6 +289,13 @@ fn rule_groups(engine: &crate::rule_runner::SharedEngine) -> Vec<serde_json::Val
 
 /// Active alerts in the shape of Prometheus' `/api/v1/alerts`.
 async fn alerts(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
+    let alerts = active_alerts(&state);
+    Json(serde_json::json!({ "status": "success", "data": { "alerts": alerts } }))
+}
+
+/// The pending and firing alerts, each in Prometheus' shape: the rules' alerts, then a
+/// failed deployment's `DeploymentVerdict`.
+fn active_alerts(state: &ApiState) -> Vec<serde_json::Value> {
     let alerts: Vec<serde_json::Value> = match &state.rules {
         Some(engine) => {
             let engine = crate::rule_runner::lock(engine);
@@ -309,7 +333,7 @@ async fn alerts(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
             }));
         }
     }
-    Json(serde_json::json!({ "status": "success", "data": { "alerts": alerts } }))
+    alerts
 }
 
 fn no_deployments() -> Response {
@@ -321,15 +345,21 @@ fn no_deployments() -> Response {
 }
 
 async fn list_deployments(State(state): State<Arc<ApiState>>) -> Response {
-    let Some((deployments, _)) = &state.deployments else {
-        return no_deployments();
-    };
+    match deployment_history(&state) {
+        Some(history) => Json(history).into_response(),
+        None => no_deployments(),
+    }
+}
+
+/// The `/api/v1/deployments` document: the live version and the history, oldest
+/// first; `None` when deployments are off.
+fn deployment_history(state: &ApiState) -> Option<serde_json::Value> {
+    let (deployments, _) = state.deployments.as_ref()?;
     let d = crate::deploy_runner::lock(deployments);
-    Json(serde_json::json!({
+    Some(serde_json::json!({
         "live": d.tracker.live_version(),
         "deployments": d.tracker.history,
     }))
-    .into_response()
 }
 
 /// The newest deployment of a version (or the one with that id).
@@ -552,11 +582,11 @@ async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(presented_token);
     match presented {
-        Some(p) if constant_time_eq(p.as_bytes(), token.expose().as_bytes()) => {
-            next.run(request).await
-        }
+        Some(p) if constant_time_eq(&p, token.expose().as_bytes()) => next.run(request).await,
+        // The status page is for browsers: ask for Basic auth, so the browser prompts.
+        _ if request.uri().path() == "/" => status_page::unauthorized(),
         _ => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
@@ -564,6 +594,17 @@ async fn require_token(
         )
             .into_response(),
     }
+}
+
+/// The token an `Authorization` header presents: a bearer token, or the password of
+/// HTTP Basic auth (any user name), for browsers.
+fn presented_token(authorization: &str) -> Option<Vec<u8>> {
+    if let Some(bearer) = authorization.strip_prefix("Bearer ") {
+        return Some(bearer.as_bytes().to_vec());
+    }
+    let credentials = status_page::decode_base64(authorization.strip_prefix("Basic ")?.trim())?;
+    let colon = credentials.iter().position(|&b| b == b':')?;
+    Some(credentials[colon + 1..].to_vec())
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a guess matched.
@@ -614,5 +655,24 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn presented_tokens() {
+        assert_eq!(presented_token("Bearer s3cret"), Some(b"s3cret".to_vec()));
+        // "x:s3cret", "user:pa:ss" (the password is everything after the first colon).
+        assert_eq!(
+            presented_token("Basic eDpzM2NyZXQ="),
+            Some(b"s3cret".to_vec())
+        );
+        assert_eq!(
+            presented_token("Basic dXNlcjpwYTpzcw=="),
+            Some(b"pa:ss".to_vec())
+        );
+        // No colon, not base64, another scheme.
+        assert_eq!(presented_token("Basic czNjcmV0"), None);
+        assert_eq!(presented_token("Basic !!!"), None);
+        assert_eq!(presented_token("Digest s3cret"), None);
+        assert_eq!(presented_token("s3cret"), None);
     }
 }
