@@ -198,6 +198,32 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         notify: Some((notify_shared, receivers)),
         otlp_queue_bytes,
     });
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = match &config.export.otlp_metrics {
+        Some(otlp) if otlp.signals.metrics => {
+            let render = {
+                let state = api_state.clone();
+                Box::new(move || api::exposition(&state))
+            };
+            let version = {
+                let deployments = deployments.clone();
+                Box::new(move || {
+                    crate::deploy_runner::lock(&deployments)
+                        .tracker
+                        .live_version()
+                        .map(str::to_string)
+                })
+            };
+            let resource = crate::export::otlp::resource_with_host(&otlp.resource);
+            let exporter = crate::export::otlp::metrics::MetricsExporter::new(
+                otlp, resource, &telemetry, render, version,
+            )
+            .context("cannot start OTLP metrics export")?;
+            tracing::info!(endpoint = %otlp.endpoint, protocol = ?otlp.protocol, interval = ?otlp.metrics_interval, "exporting metrics over OTLP");
+            Some(tokio::spawn(exporter.run(metrics_stop.clone())))
+        }
+        _ => None,
+    };
     let api_stop = CancellationToken::new();
     let api_task = tokio::spawn(api::serve(listener, api_state, api_stop.clone()));
     ready.store(true, Ordering::Relaxed);
@@ -252,6 +278,11 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
                 "grace period over with OTLP records still queued; they stay on disk and are sent after the restart"
             );
         }
+    }
+    // The last metrics, after everything else has counted what it did.
+    metrics_stop.cancel();
+    if let Some(task) = metrics_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
     }
     api_stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), api_task).await;

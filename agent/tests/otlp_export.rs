@@ -28,7 +28,7 @@ use prost::Message as _;
 use sidewatch::api::http_get;
 use sidewatch::config::{Config, LogSourceConfig, Secret, StartAt};
 use sidewatch::export::otlp::config::{
-    Compression, DEFAULT_QUEUE_DISK, DEFAULT_QUEUE_MEMORY, OtlpConfig, Protocol, Signals,
+    Compression, DEFAULT_QUEUE_DISK, DEFAULT_QUEUE_MEMORY, OtlpConfig, Protocol, Signal, Signals,
 };
 use sidewatch::topology::{Outcome, run_until};
 use tokio_util::sync::CancellationToken;
@@ -175,7 +175,8 @@ async fn grpc_receiver(listener: tokio::net::TcpListener, shared: Shared) {
 
 fn otlp_config(endpoint: String, protocol: Protocol) -> OtlpConfig {
     OtlpConfig {
-        logs_endpoint: endpoint,
+        signal: Signal::Logs,
+        endpoint,
         protocol,
         headers: vec![("x-api-key".into(), Secret::new("k3y".into()))],
         compression: Compression::Gzip,
@@ -186,6 +187,7 @@ fn otlp_config(endpoint: String, protocol: Protocol) -> OtlpConfig {
         queue_disk: DEFAULT_QUEUE_DISK,
         batch_max_records: 100,
         batch_timeout: Duration::from_millis(50),
+        metrics_interval: Duration::from_secs(60),
         resource: vec![
             ("service.name".into(), "checkout-api".into()),
             ("deployment.environment.name".into(), "test".into()),

@@ -135,3 +135,85 @@ def test_a_collector_outage_loses_nothing(tmp_path):
             lambda: f"{len(set(ids) - set(arrived_ids(receiver)))} of {len(ids)} ids still missing",
         )
         assert agent.metric_sum("sidewatch_export_dropped_total") == 0
+
+
+def prometheus_name(metric: dict) -> str:
+    """The Collector's translation of an OTLP metric name to Prometheus (the
+    `prometheus` exporter with metric suffixes): dots to underscores, the unit as a
+    suffix, `_total` for a monotonic sum. What README documents and dashboards use."""
+    name = metric["name"].replace(".", "_")
+    name += {"s": "_seconds", "By": "_bytes"}.get(metric.get("unit", ""), "")
+    if metric.get("sum", {}).get("isMonotonic"):
+        name += "_total"
+    return name
+
+
+def metric_points(receiver: OtlpReceiver) -> dict[str, list[dict]]:
+    """The data points of the last metrics request, by Prometheus name."""
+    requests = receiver.requests("metrics")
+    if not requests:
+        return {}
+    out: dict[str, list[dict]] = {}
+    for rm in requests[-1]["request"].get("resourceMetrics", []):
+        for sm in rm.get("scopeMetrics", []):
+            for metric in sm.get("metrics", []):
+                data = metric.get("sum") or metric.get("gauge") or {}
+                out[prometheus_name(metric)] = data.get("dataPoints", [])
+    return out
+
+
+def point_value(point: dict) -> float:
+    return float(point["asInt"]) if "asInt" in point else float(point.get("asDouble", 0.0))
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_metrics_arrive_with_otel_names_that_translate_back_to_the_prometheus_names(tmp_path, protocol):
+    receiver = OtlpReceiver(tmp_path)
+    endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
+    with StructlogApp(tmp_path, version="3.1.0") as app:
+        config = {
+            "service": {"name": "checkout-api", "environment": "e2e"},
+            "logs": [{"name": "app", "paths": [str(app.log_path)], "format": "structlog", "start_at": "beginning"}],
+            "probes": [{"name": "health", "url": app.url + "/health", "interval": "500ms", "version_from": "$.version"}],
+            "export": {"otlp": {"endpoint": endpoint, "protocol": protocol, "metrics_interval": "1s",
+                                 "signals": ["metrics"]}},
+        }
+        with Agent(tmp_path, config) as agent:
+            app.work(40)
+            wait_until(
+                lambda: agent.metric_sum("sidewatch_log_records_total", source="app") >= 40
+                and agent.metric_sum("probe_success", probe="health") == 1,
+                30,
+                "the agent to count the records and probe the app",
+            )
+            counted = agent.metric_sum("sidewatch_log_records_total", source="app")
+
+            def exported_records() -> float:
+                points = metric_points(receiver).get("sidewatch_log_records_total", [])
+                return sum(point_value(p) for p in points
+                           if any(a["key"] == "source" and a["value"].get("stringValue") == "app"
+                                  for a in p.get("attributes", [])))
+
+            wait_until(lambda: exported_records() >= counted, 30,
+                       lambda: f"an export with the {counted} records counted; last: {exported_records()}")
+            points = metric_points(receiver)
+            scraped = {name for name, _, _ in agent.metric_samples()}
+            missing = scraped - set(points)
+            extra = set(points) - scraped
+            assert not extra, f"exported names that /metrics does not have: {sorted(extra)}"
+            # Series that appeared between the export and the scrape are the only allowed gap.
+            assert len(missing) <= 3, f"/metrics series missing from the export: {sorted(missing)}"
+            assert point_value(points["probe_success"][0]) == 1.0
+            assert points["probe_duration_seconds"], "the probe's duration, unit s"
+            request = receiver.requests("metrics")[-1]
+            assert request["transport"] == ("grpc" if protocol == "grpc" else "http")
+            rm = request["request"]["resourceMetrics"][0]
+            resource = {a["key"]: a["value"].get("stringValue") for a in rm["resource"]["attributes"]}
+            assert resource["service.name"] == "checkout-api", resource
+            assert resource["deployment.environment.name"] == "e2e", resource
+            assert resource.get("service.version") == "3.1.0", resource
+            sums = [m for sm in rm["scopeMetrics"] for m in sm["metrics"] if "sum" in m]
+            assert sums and all(m["sum"]["aggregationTemporality"] in (2, "AGGREGATION_TEMPORALITY_CUMULATIVE")
+                                for m in sums), "counters are cumulative sums"
+            assert not receiver.requests("logs"), "signals: [metrics] sends no logs"
+    receiver.stop()

@@ -232,6 +232,8 @@ pub struct ExportConfig {
     pub blackhole: bool,
     /// `export.otlp` with the `OTEL_*` variables applied; `None`: OTLP export is off.
     pub otlp: Option<crate::export::otlp::config::OtlpConfig>,
+    /// The same for metrics (`OTEL_EXPORTER_OTLP_METRICS_*` may differ).
+    pub otlp_metrics: Option<crate::export::otlp::config::OtlpConfig>,
 }
 
 impl Config {
@@ -270,11 +272,11 @@ impl Config {
     pub fn defaults_with_env(env: &dyn Fn(&str) -> Option<String>) -> Config {
         let mut config = Config::defaults();
         let mut warnings = Vec::new();
-        config.export.otlp = crate::export::otlp::config::resolve(
-            &crate::export::otlp::config::OtlpFileSettings::default(),
-            env,
-            &mut warnings,
-        );
+        let file = crate::export::otlp::config::OtlpFileSettings::default();
+        use crate::export::otlp::config::{Signal, resolve};
+        config.export.otlp = resolve(&file, env, &mut warnings, Signal::Logs);
+        config.export.otlp_metrics = resolve(&file, env, &mut warnings, Signal::Metrics);
+        warnings.dedup();
         config.warnings.extend(warnings);
         config
     }

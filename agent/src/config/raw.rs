@@ -240,6 +240,7 @@ pub(super) struct RawOtlp {
     pub(super) signals: Option<Spanned<Vec<S>>>,
     pub(super) queue: Option<RawOtlpQueue>,
     pub(super) batch: Option<RawOtlpBatch>,
+    pub(super) metrics_interval: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]

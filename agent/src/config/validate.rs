@@ -228,6 +228,7 @@ fn known_keys(section: &[&str]) -> &'static [&'static str] {
             "signals",
             "queue",
             "batch",
+            "metrics_interval",
         ],
         ["export", "otlp", "queue"] => &["memory", "disk"],
         ["export", "otlp", "batch"] => &["max_records", "timeout"],
@@ -614,15 +615,20 @@ impl Ctx {
                     stdout: self.boolean(export.stdout.as_ref(), false),
                     blackhole: self.boolean(export.blackhole.as_ref(), false),
                     otlp: None,
+                    otlp_metrics: None,
                 }
             }
             None => ExportConfig::default(),
         };
         let mut otlp_warnings = Vec::new();
+        use crate::export::otlp::config::{Signal, resolve};
         let export = ExportConfig {
-            otlp: crate::export::otlp::config::resolve(&otlp_settings, env, &mut otlp_warnings),
+            otlp: resolve(&otlp_settings, env, &mut otlp_warnings, Signal::Logs),
+            otlp_metrics: resolve(&otlp_settings, env, &mut otlp_warnings, Signal::Metrics),
             ..export
         };
+        let mut seen = std::collections::HashSet::new();
+        otlp_warnings.retain(|w| seen.insert(w.clone()));
         for warning in otlp_warnings {
             self.warnings
                 .push(format!("{}: {warning}", self.file.display()));
@@ -782,6 +788,10 @@ impl Ctx {
                 out.batch_timeout =
                     Some(self.duration(batch.timeout.as_ref(), Duration::from_millis(200)));
             }
+        }
+        if raw.metrics_interval.is_some() {
+            out.metrics_interval =
+                Some(self.duration(raw.metrics_interval.as_ref(), Duration::from_secs(60)));
         }
     }
 
@@ -2018,7 +2028,7 @@ export:
         let config = load_str(yaml, path, &env).unwrap();
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
         let otlp = config.export.otlp.unwrap();
-        assert_eq!(otlp.logs_endpoint, "http://collector:4318/v1/logs");
+        assert_eq!(otlp.endpoint, "http://collector:4318/v1/logs");
         assert_eq!(otlp.protocol, Protocol::HttpProtobuf);
         assert_eq!(otlp.compression, Compression::Gzip);
         assert_eq!(

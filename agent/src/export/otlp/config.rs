@@ -72,18 +72,57 @@ impl Signals {
 /// The defaults, chosen after the OpenTelemetry Collector's: its batch processor sends
 /// at 8192 records or after 200ms, and its exporters time out after 10s. The queue sizes
 /// are SPEC's.
+/// One OTLP signal, as the variables (`OTEL_EXPORTER_OTLP_LOGS_*`) and URLs name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Logs,
+    Metrics,
+    Traces,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Logs => "logs",
+            Signal::Metrics => "metrics",
+            Signal::Traces => "traces",
+        }
+    }
+
+    fn var(self) -> &'static str {
+        match self {
+            Signal::Logs => "LOGS",
+            Signal::Metrics => "METRICS",
+            Signal::Traces => "TRACES",
+        }
+    }
+
+    /// The gRPC method of the signal's `Export`.
+    pub fn grpc_path(self) -> &'static str {
+        match self {
+            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        }
+    }
+}
+
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_QUEUE_MEMORY: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_QUEUE_DISK: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_BATCH_MAX_RECORDS: usize = 8192;
 pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_millis(200);
+/// `OTEL_METRIC_EXPORT_INTERVAL`'s default.
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The validated `export.otlp` section: present only when an endpoint was found.
 #[derive(Debug, Clone)]
 pub struct OtlpConfig {
-    /// Where log requests go: for HTTP the full URL (`…/v1/logs`), for gRPC the
-    /// server's URL.
-    pub logs_endpoint: String,
+    /// The signal these settings are for (each signal may have its own variables).
+    pub signal: Signal,
+    /// Where requests go: for HTTP the full URL (`…/v1/logs`), for gRPC the server's
+    /// URL.
+    pub endpoint: String,
     pub protocol: Protocol,
     /// Extra request headers (gRPC metadata). Values are secrets (API keys).
     pub headers: Vec<(String, Secret)>,
@@ -100,6 +139,8 @@ pub struct OtlpConfig {
     pub batch_max_records: usize,
     /// How long the sender waits for more records before sending a small request.
     pub batch_timeout: Duration,
+    /// How often metrics are exported (`metrics_interval`, `OTEL_METRIC_EXPORT_INTERVAL`).
+    pub metrics_interval: Duration,
     /// Resource attributes: `service.name`, `deployment.environment.name`, and every
     /// `OTEL_RESOURCE_ATTRIBUTES` entry. `host.name` and `service.version` are added
     /// when exporting.
@@ -121,6 +162,7 @@ pub struct OtlpFileSettings {
     pub queue_disk: Option<u64>,
     pub batch_max_records: Option<usize>,
     pub batch_timeout: Option<Duration>,
+    pub metrics_interval: Option<Duration>,
     /// `service.name` and `service.environment`, when the file sets them.
     pub service_name: Option<String>,
     pub environment: Option<String>,
@@ -133,15 +175,16 @@ pub fn resolve(
     file: &OtlpFileSettings,
     env: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
+    signal: Signal,
 ) -> Option<OtlpConfig> {
     // A variable set to the empty string counts as unset, as the OTel spec says.
     let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     let protocol = file
         .protocol
-        .or_else(|| from_env(&var, "PROTOCOL", warnings, Protocol::parse))
+        .or_else(|| from_env(&var, signal, "PROTOCOL", warnings, Protocol::parse))
         .unwrap_or(Protocol::HttpProtobuf);
-    let logs_endpoint = match file.endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
-        Some(base) => signal_url(base, protocol),
+    let endpoint = match file.endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
+        Some(base) => signal_url(base, protocol, signal),
         None => {
             let url = |name: &str, warnings: &mut Vec<String>| {
                 let value = var(name)?;
@@ -154,31 +197,38 @@ pub fn resolve(
             };
             // The signal's own variable is a full URL, used as it is; the generic one
             // is a base URL.
-            match url("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", warnings) {
+            match url(
+                &format!("OTEL_EXPORTER_OTLP_{}_ENDPOINT", signal.var()),
+                warnings,
+            ) {
                 Some(full) => full,
-                None => signal_url(&url("OTEL_EXPORTER_OTLP_ENDPOINT", warnings)?, protocol),
+                None => signal_url(
+                    &url("OTEL_EXPORTER_OTLP_ENDPOINT", warnings)?,
+                    protocol,
+                    signal,
+                ),
             }
         }
     };
     let headers = match &file.headers {
         Some(headers) => headers.clone(),
-        None => from_env(&var, "HEADERS", warnings, parse_headers).unwrap_or_default(),
+        None => from_env(&var, signal, "HEADERS", warnings, parse_headers).unwrap_or_default(),
     };
     let compression = file
         .compression
-        .or_else(|| from_env(&var, "COMPRESSION", warnings, Compression::parse))
+        .or_else(|| from_env(&var, signal, "COMPRESSION", warnings, Compression::parse))
         .unwrap_or(Compression::Gzip);
     let timeout = file
         .timeout
         .or_else(|| {
-            from_env(&var, "TIMEOUT", warnings, |v| {
+            from_env(&var, signal, "TIMEOUT", warnings, |v| {
                 let ms = v.trim().parse::<u64>().ok().filter(|ms| *ms > 0)?;
                 Some(Duration::from_millis(ms))
             })
         })
         .unwrap_or(DEFAULT_TIMEOUT);
     let ca_file = file.ca_file.clone().or_else(|| {
-        from_env(&var, "CERTIFICATE", warnings, |v| {
+        from_env(&var, signal, "CERTIFICATE", warnings, |v| {
             Some(PathBuf::from(v.trim()))
         })
     });
@@ -207,8 +257,21 @@ pub fn resolve(
         .unwrap_or_else(|| "unknown_service".into());
     set_attribute(&mut resource, "service.name", service_name);
 
+    let metrics_interval = file
+        .metrics_interval
+        .or_else(|| {
+            let value = var("OTEL_METRIC_EXPORT_INTERVAL")?;
+            let ms = value.trim().parse::<u64>().ok().filter(|ms| *ms > 0);
+            if ms.is_none() {
+                warnings.push("ignoring OTEL_METRIC_EXPORT_INTERVAL: invalid value".into());
+            }
+            Some(Duration::from_millis(ms?))
+        })
+        .unwrap_or(DEFAULT_METRICS_INTERVAL);
+
     Some(OtlpConfig {
-        logs_endpoint,
+        signal,
+        endpoint,
         protocol,
         headers,
         compression,
@@ -219,6 +282,7 @@ pub fn resolve(
         queue_disk: file.queue_disk.unwrap_or(DEFAULT_QUEUE_DISK),
         batch_max_records: file.batch_max_records.unwrap_or(DEFAULT_BATCH_MAX_RECORDS),
         batch_timeout: file.batch_timeout.unwrap_or(DEFAULT_BATCH_TIMEOUT),
+        metrics_interval,
         resource,
     })
 }
@@ -228,12 +292,13 @@ pub fn resolve(
 /// names it but not its value (it may be a header's secret).
 fn from_env<T>(
     var: &dyn Fn(&str) -> Option<String>,
+    signal: Signal,
     suffix: &str,
     warnings: &mut Vec<String>,
     parse: impl Fn(&str) -> Option<T>,
 ) -> Option<T> {
     for name in [
-        format!("OTEL_EXPORTER_OTLP_LOGS_{suffix}"),
+        format!("OTEL_EXPORTER_OTLP_{}_{suffix}", signal.var()),
         format!("OTEL_EXPORTER_OTLP_{suffix}"),
     ] {
         if let Some(value) = var(&name) {
@@ -251,12 +316,15 @@ fn has_scheme(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
 }
 
-/// A base URL made into the logs URL: HTTP appends `/v1/logs` (the OTel spec, for the
-/// generic variable and SPEC's `endpoint`); gRPC uses the server's URL as it is.
-fn signal_url(base: &str, protocol: Protocol) -> String {
+/// A base URL made into the signal's URL: HTTP appends `/v1/logs` (`/v1/metrics`, …:
+/// the OTel spec, for the generic variable and SPEC's `endpoint`); gRPC uses the
+/// server's URL as it is.
+fn signal_url(base: &str, protocol: Protocol, signal: Signal) -> String {
     let base = base.trim();
     match protocol {
-        Protocol::HttpProtobuf => format!("{}/v1/logs", base.trim_end_matches('/')),
+        Protocol::HttpProtobuf => {
+            format!("{}/v1/{}", base.trim_end_matches('/'), signal.name())
+        }
         Protocol::Grpc => base.to_string(),
     }
 }
@@ -454,10 +522,10 @@ mod tests {
         ];
         for (name, file, vars, expected) in cases {
             let mut warnings = Vec::new();
-            let got = resolve(file, &env_of(vars), &mut warnings).map(|c| {
+            let got = resolve(file, &env_of(vars), &mut warnings, Signal::Logs).map(|c| {
                 format!(
                     "{}|{:?}|{:?}|{}|{}|{}",
-                    c.logs_endpoint,
+                    c.endpoint,
                     c.protocol,
                     c.compression,
                     c.timeout.as_millis(),
@@ -480,7 +548,7 @@ mod tests {
         use crate::config::Config;
         let env = env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]);
         let otlp = Config::defaults_with_env(&env).export.otlp.unwrap();
-        assert_eq!(otlp.logs_endpoint, "http://c:4318/v1/logs");
+        assert_eq!(otlp.endpoint, "http://c:4318/v1/logs");
         assert_eq!(otlp.resource[0].1, "unknown_service");
         assert!(
             Config::defaults_with_env(&env_of(&[]))
@@ -488,6 +556,41 @@ mod tests {
                 .otlp
                 .is_none()
         );
+    }
+
+    #[test]
+    fn each_signal_has_its_own_url_and_variables() {
+        let env = env_of(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "1500"),
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://logs:9/custom"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "5000"),
+        ]);
+        let file = OtlpFileSettings::default();
+        let mut warnings = Vec::new();
+        let logs = resolve(&file, &env, &mut warnings, Signal::Logs).unwrap();
+        let metrics = resolve(&file, &env, &mut warnings, Signal::Metrics).unwrap();
+        let traces = resolve(&file, &env, &mut warnings, Signal::Traces).unwrap();
+        assert_eq!(logs.endpoint, "http://logs:9/custom");
+        assert_eq!(metrics.endpoint, "http://c:4318/v1/metrics");
+        assert_eq!(traces.endpoint, "http://c:4318/v1/traces");
+        assert_eq!(metrics.timeout, Duration::from_millis(1500));
+        assert_eq!(logs.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(metrics.metrics_interval, Duration::from_secs(5));
+        let grpc = OtlpFileSettings {
+            endpoint: Some("http://c:4317".into()),
+            protocol: Some(Protocol::Grpc),
+            metrics_interval: Some(Duration::from_secs(2)),
+            ..OtlpFileSettings::default()
+        };
+        let metrics = resolve(&grpc, &env, &mut warnings, Signal::Metrics).unwrap();
+        assert_eq!(metrics.endpoint, "http://c:4317");
+        assert_eq!(
+            metrics.metrics_interval,
+            Duration::from_secs(2),
+            "the file wins"
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]
@@ -500,6 +603,7 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=%zzsecret"),
             ]),
             &mut warnings,
+            Signal::Logs,
         )
         .unwrap();
         assert!(config.headers.is_empty());
@@ -520,7 +624,13 @@ mod tests {
             ),
         ]);
         let mut warnings = Vec::new();
-        let from_env = resolve(&OtlpFileSettings::default(), &env, &mut warnings).unwrap();
+        let from_env = resolve(
+            &OtlpFileSettings::default(),
+            &env,
+            &mut warnings,
+            Signal::Logs,
+        )
+        .unwrap();
         assert_eq!(
             from_env.resource,
             [
@@ -534,7 +644,7 @@ mod tests {
             environment: Some("production".into()),
             ..Default::default()
         };
-        let from_file = resolve(&file, &env, &mut warnings).unwrap();
+        let from_file = resolve(&file, &env, &mut warnings, Signal::Logs).unwrap();
         assert_eq!(
             from_file.resource,
             [
@@ -547,7 +657,13 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://g"),
             ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs"),
         ]);
-        let config = resolve(&OtlpFileSettings::default(), &attrs_only, &mut warnings).unwrap();
+        let config = resolve(
+            &OtlpFileSettings::default(),
+            &attrs_only,
+            &mut warnings,
+            Signal::Logs,
+        )
+        .unwrap();
         assert_eq!(config.resource[0].1, "from-attrs");
         assert!(warnings.is_empty(), "{warnings:?}");
     }

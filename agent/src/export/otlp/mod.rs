@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod encode;
+pub mod metrics;
 pub mod queue;
 pub mod sender;
 
@@ -95,12 +96,7 @@ pub fn build_logs(
         },
         queue_metrics,
     )?;
-    let mut resource = config.resource.clone();
-    if !resource.iter().any(|(k, _)| k == "host.name")
-        && let Some(host) = host_name()
-    {
-        resource.push(("host.name".into(), host));
-    }
+    let resource = resource_with_host(&config.resource);
     let export = LogExport {
         queue: queue.clone(),
         encoder: LogEncoder::new(&resource),
@@ -114,7 +110,7 @@ pub fn build_logs(
     };
     let sender = LogSender::new(config, queue, sender_metrics)?;
     tracing::info!(
-        endpoint = %config.logs_endpoint,
+        endpoint = %config.endpoint,
         protocol = ?config.protocol,
         queue = %dir.display(),
         "exporting logs over OTLP"
@@ -123,6 +119,17 @@ pub fn build_logs(
 }
 
 /// The machine's host name (a pod's name in Kubernetes), for `host.name`.
+/// The configured resource attributes plus `host.name`, unless they set it.
+pub fn resource_with_host(resource: &[(String, String)]) -> Vec<(String, String)> {
+    let mut resource = resource.to_vec();
+    if !resource.iter().any(|(k, _)| k == "host.name")
+        && let Some(host) = host_name()
+    {
+        resource.push(("host.name".into(), host));
+    }
+    resource
+}
+
 fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

@@ -93,11 +93,19 @@ enum Transport {
 /// Sends the log queue's requests to the collector.
 pub struct LogSender {
     queue: Arc<DiskQueue>,
-    transport: Transport,
-    gzip: bool,
+    client: OtlpClient,
     max_records: u64,
     batch_timeout: Duration,
     metrics: SenderMetrics,
+}
+
+/// One signal's connection to the collector: sends an encoded export request and
+/// classifies the answer by OTLP's rules. Used by the log sender and the metrics
+/// exporter alike.
+pub struct OtlpClient {
+    transport: Transport,
+    gzip: bool,
+    grpc_path: &'static str,
 }
 
 /// Errors building the sender; header values never appear in them.
@@ -119,76 +127,9 @@ impl LogSender {
         queue: Arc<DiskQueue>,
         metrics: SenderMetrics,
     ) -> Result<LogSender, SenderError> {
-        let url = config.logs_endpoint.clone();
-        let https = url.starts_with("https://");
-        let transport = match config.protocol {
-            Protocol::HttpProtobuf => {
-                let mut headers = reqwest::header::HeaderMap::new();
-                for (name, value) in &config.headers {
-                    let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                        .map_err(|_| SenderError::Header(name.clone()))?;
-                    let mut value = reqwest::header::HeaderValue::from_str(value.expose())
-                        .map_err(|_| SenderError::Header(name.to_string()))?;
-                    value.set_sensitive(true);
-                    headers.insert(name, value);
-                }
-                let client = crate::notify::webhook::http_client(
-                    config.ca_file.as_deref(),
-                    config.timeout,
-                    https,
-                )
-                .map_err(|e| SenderError::Client(e.to_string()))?;
-                Transport::Http {
-                    client,
-                    url,
-                    headers,
-                }
-            }
-            Protocol::Grpc => {
-                let mut headers = tonic::metadata::MetadataMap::new();
-                for (name, value) in &config.headers {
-                    let key = tonic::metadata::AsciiMetadataKey::from_bytes(name.as_bytes())
-                        .map_err(|_| SenderError::Header(name.clone()))?;
-                    let value = value
-                        .expose()
-                        .parse::<tonic::metadata::AsciiMetadataValue>()
-                        .map_err(|_| SenderError::Header(name.clone()))?;
-                    headers.insert(key, value);
-                }
-                let endpoint = |reason: String| SenderError::Endpoint {
-                    url: url.clone(),
-                    reason,
-                };
-                let mut builder = tonic::transport::Endpoint::from_shared(url.clone())
-                    .map_err(|e| endpoint(e.to_string()))?
-                    .connect_timeout(config.timeout)
-                    .timeout(config.timeout);
-                if https {
-                    let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
-                    if let Some(path) = &config.ca_file {
-                        let pem = fs_err::read(path).map_err(|e| SenderError::CaFile {
-                            path: path.display().to_string(),
-                            reason: e.to_string(),
-                        })?;
-                        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-                    }
-                    builder = builder
-                        .tls_config(tls)
-                        .map_err(|e| endpoint(e.to_string()))?;
-                }
-                Transport::Grpc {
-                    // Connects on first use and reconnects after a failure, so a
-                    // collector that is down at start is no error.
-                    channel: builder.connect_lazy(),
-                    headers,
-                    timeout: config.timeout,
-                }
-            }
-        };
         Ok(LogSender {
             queue,
-            transport,
-            gzip: config.compression == Compression::Gzip,
+            client: OtlpClient::new(config)?,
             max_records: config.batch_max_records as u64,
             batch_timeout: config.batch_timeout,
             metrics,
@@ -297,6 +238,87 @@ impl LogSender {
 
     /// One request with `body` (an encoded `ExportLogsServiceRequest`).
     pub async fn send(&self, body: &[u8]) -> SendOutcome {
+        self.client.send(body).await
+    }
+}
+
+impl OtlpClient {
+    pub fn new(config: &OtlpConfig) -> Result<OtlpClient, SenderError> {
+        let url = config.endpoint.clone();
+        let https = url.starts_with("https://");
+        let transport = match config.protocol {
+            Protocol::HttpProtobuf => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                for (name, value) in &config.headers {
+                    let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| SenderError::Header(name.clone()))?;
+                    let mut value = reqwest::header::HeaderValue::from_str(value.expose())
+                        .map_err(|_| SenderError::Header(name.to_string()))?;
+                    value.set_sensitive(true);
+                    headers.insert(name, value);
+                }
+                let client = crate::notify::webhook::http_client(
+                    config.ca_file.as_deref(),
+                    config.timeout,
+                    https,
+                )
+                .map_err(|e| SenderError::Client(e.to_string()))?;
+                Transport::Http {
+                    client,
+                    url,
+                    headers,
+                }
+            }
+            Protocol::Grpc => {
+                let mut headers = tonic::metadata::MetadataMap::new();
+                for (name, value) in &config.headers {
+                    let key = tonic::metadata::AsciiMetadataKey::from_bytes(name.as_bytes())
+                        .map_err(|_| SenderError::Header(name.clone()))?;
+                    let value = value
+                        .expose()
+                        .parse::<tonic::metadata::AsciiMetadataValue>()
+                        .map_err(|_| SenderError::Header(name.clone()))?;
+                    headers.insert(key, value);
+                }
+                let endpoint = |reason: String| SenderError::Endpoint {
+                    url: url.clone(),
+                    reason,
+                };
+                let mut builder = tonic::transport::Endpoint::from_shared(url.clone())
+                    .map_err(|e| endpoint(e.to_string()))?
+                    .connect_timeout(config.timeout)
+                    .timeout(config.timeout);
+                if https {
+                    let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+                    if let Some(path) = &config.ca_file {
+                        let pem = fs_err::read(path).map_err(|e| SenderError::CaFile {
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        })?;
+                        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+                    }
+                    builder = builder
+                        .tls_config(tls)
+                        .map_err(|e| endpoint(e.to_string()))?;
+                }
+                Transport::Grpc {
+                    // Connects on first use and reconnects after a failure, so a
+                    // collector that is down at start is no error.
+                    channel: builder.connect_lazy(),
+                    headers,
+                    timeout: config.timeout,
+                }
+            }
+        };
+        Ok(OtlpClient {
+            transport,
+            gzip: config.compression == Compression::Gzip,
+            grpc_path: config.signal.grpc_path(),
+        })
+    }
+
+    /// One request with `body` (an encoded export request of the client's signal).
+    pub async fn send(&self, body: &[u8]) -> SendOutcome {
         let gzip = self.gzip;
         match &self.transport {
             Transport::Http {
@@ -324,7 +346,17 @@ impl LogSender {
                 channel,
                 headers,
                 timeout,
-            } => send_grpc(channel.clone(), headers, body.to_vec(), gzip, *timeout).await,
+            } => {
+                send_grpc(
+                    channel.clone(),
+                    headers,
+                    body.to_vec(),
+                    gzip,
+                    *timeout,
+                    self.grpc_path,
+                )
+                .await
+            }
         }
     }
 }
@@ -397,14 +429,13 @@ fn status_message(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
 }
 
-const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-
 async fn send_grpc(
     channel: tonic::transport::Channel,
     headers: &tonic::metadata::MetadataMap,
     body: Vec<u8>,
     gzip: bool,
     timeout: Duration,
+    path: &'static str,
 ) -> SendOutcome {
     use tonic::codec::CompressionEncoding;
     let mut grpc = tonic::client::Grpc::new(channel);
@@ -421,7 +452,7 @@ async fn send_grpc(
     let mut request = tonic::Request::new(body);
     *request.metadata_mut() = headers.clone();
     request.set_timeout(timeout);
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
     match grpc.unary(request, path, RawCodec).await {
         Ok(response) => {
             let partial = response.into_inner().partial_success.unwrap_or_default();
@@ -516,6 +547,9 @@ struct RawCodec;
 struct RawEncoder;
 
 #[derive(Debug, Clone, Copy, Default)]
+/// Decodes every signal's export response as `ExportLogsServiceResponse`: the three
+/// responses are the same message on the wire (field 1, a partial success holding the
+/// rejected count as field 1 and the message as field 2).
 struct ResponseDecoder;
 
 impl tonic::codec::Codec for RawCodec {
