@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: demo test setup lint unit rules e2e bench bench-verify bench-notify fuzz
 
-## demo: the structlog app and sidewatch tailing it; records and metrics on screen
+## demo: a good and a bad deployment of the example app: verdicts, the alert email and webhook, the status page
 demo: setup
 	$(CARGO) build --release -p sidewatch
 	.venv/bin/python deploy/demo/demo.py
