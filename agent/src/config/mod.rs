@@ -234,6 +234,8 @@ pub struct ExportConfig {
     pub otlp: Option<crate::export::otlp::config::OtlpConfig>,
     /// The same for metrics (`OTEL_EXPORTER_OTLP_METRICS_*` may differ).
     pub otlp_metrics: Option<crate::export::otlp::config::OtlpConfig>,
+    /// The same for traces (`OTEL_EXPORTER_OTLP_TRACES_*`).
+    pub otlp_traces: Option<crate::export::otlp::config::OtlpConfig>,
 }
 
 impl Config {
@@ -276,6 +278,7 @@ impl Config {
         use crate::export::otlp::config::{Signal, resolve};
         config.export.otlp = resolve(&file, env, &mut warnings, Signal::Logs);
         config.export.otlp_metrics = resolve(&file, env, &mut warnings, Signal::Metrics);
+        config.export.otlp_traces = resolve(&file, env, &mut warnings, Signal::Traces);
         warnings.dedup();
         config.warnings.extend(warnings);
         config

@@ -616,6 +616,7 @@ impl Ctx {
                     blackhole: self.boolean(export.blackhole.as_ref(), false),
                     otlp: None,
                     otlp_metrics: None,
+                    otlp_traces: None,
                 }
             }
             None => ExportConfig::default(),
@@ -625,6 +626,7 @@ impl Ctx {
         let export = ExportConfig {
             otlp: resolve(&otlp_settings, env, &mut otlp_warnings, Signal::Logs),
             otlp_metrics: resolve(&otlp_settings, env, &mut otlp_warnings, Signal::Metrics),
+            otlp_traces: resolve(&otlp_settings, env, &mut otlp_warnings, Signal::Traces),
             ..export
         };
         let mut seen = std::collections::HashSet::new();
