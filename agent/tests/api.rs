@@ -404,3 +404,106 @@ async fn with_a_token_the_status_page_takes_basic_auth_and_the_bearer_still_work
     stop.cancel();
     assert_eq!(agent.await.unwrap().unwrap(), Outcome::Clean);
 }
+
+/// SPEC's security promises for the API: every mutating call needs the token, the
+/// listener is exactly `api.listen` (another loopback address of the same port is
+/// refused), and the IDs in paths are looked up, never joined into a path: `..` cannot
+/// reach outside `data_dir`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_need_the_token_the_bind_is_exact_and_ids_cannot_escape() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let stop = CancellationToken::new();
+    let agent = tokio::spawn(run_until(config(dir.path(), port), stop.clone()));
+    wait_ready(&format!("{base}/readyz")).await;
+    let client = reqwest::Client::new();
+    let silence = serde_json::json!({
+        "matchers": [{"name": "alertname", "value": "X", "isRegex": false, "isEqual": true}],
+        "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z",
+        "createdBy": "test", "comment": "test"
+    });
+    let mutations = [
+        (
+            reqwest::Method::POST,
+            "/api/v1/deployments",
+            serde_json::json!({"version": "9.9.9"}),
+        ),
+        (reqwest::Method::POST, "/api/v1/silences", silence.clone()),
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/silences/00000000-0000-0000-0000-000000000000",
+            serde_json::Value::Null,
+        ),
+    ];
+    for (method, path, body) in &mutations {
+        for auth in [None, Some("Bearer wrong"), Some("Basic eDp3cm9uZw==")] {
+            let mut request = client.request(method.clone(), format!("{base}{path}"));
+            if !body.is_null() {
+                request = request.json(body);
+            }
+            if let Some(auth) = auth {
+                request = request.header("authorization", auth);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 401, "{method} {path} with {auth:?}");
+        }
+    }
+    let (code, body) = http_get(&format!("{base}/api/v1/deployments"), Some("s3cret"))
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        !body.contains("9.9.9"),
+        "a refused POST changed nothing: {body}"
+    );
+
+    // Bound to 127.0.0.1 only: the same port on another loopback address is closed.
+    let other = tokio::net::TcpStream::connect(("127.0.0.2", port)).await;
+    assert!(other.is_err(), "the API answered on 127.0.0.2:{port}");
+
+    let outside = dir.path().join("outside.txt");
+    std::fs::write(&outside, "root:x:0:0").unwrap();
+    let before: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    for path in [
+        "/api/v1/silences/..%2Foutside.txt",
+        "/api/v1/silences/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "/api/v1/deployments/..%2Foutside.txt",
+        "/api/v1/deployments/..%2F..%2Fdata",
+        "/api/v1/baselines/..%2Foutside.txt",
+        "/api/v1/baselines/%2Fetc%2Fpasswd",
+    ] {
+        for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+            let response = client
+                .request(method.clone(), format!("{base}{path}"))
+                .bearer_auth("s3cret")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            assert!(
+                matches!(status, 400 | 404 | 405),
+                "{method} {path} answered {status}: {body}"
+            );
+            assert!(
+                !body.contains("root:x"),
+                "{method} {path} read a file: {body}"
+            );
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "root:x:0:0");
+    let after: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        before, after,
+        "nothing was created or removed beside data_dir"
+    );
+    stop.cancel();
+    assert_eq!(agent.await.unwrap().unwrap(), Outcome::Clean);
+}

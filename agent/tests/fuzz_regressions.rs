@@ -167,3 +167,34 @@ fn lone_surrogate_escapes_are_malformed_json() {
     assert_eq!(record["parse_error"], false, "{record}");
     assert_eq!(record["body"], "\u{1F600} ok");
 }
+
+/// A rule group's `interval` of `1ns` was accepted and would have the runner evaluate
+/// without pause (found reviewing the rule_file target's inputs): now at least 1s.
+#[test]
+fn a_rule_group_interval_below_a_second_is_refused() {
+    for interval in ["1ns", "500ms", "0s"] {
+        let text = format!(
+            "groups:\n  - name: g\n    interval: {interval}\n    rules:\n      - record: x\n        expr: sum(count_over_time({{source=\"app\"}}[1m]))\n"
+        );
+        let errors = sidewatch::rules::file::load_str(
+            Path::new("r.yaml"),
+            &text,
+            std::time::Duration::from_secs(15),
+        )
+        .expect_err(interval);
+        let message = errors[0].to_string();
+        assert!(
+            message.contains("r.yaml:3:15") && message.contains("at least 1s"),
+            "{interval}: {message}"
+        );
+    }
+    let ok = "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - record: x\n        expr: sum(count_over_time({source=\"app\"}[1m]))\n";
+    assert!(
+        sidewatch::rules::file::load_str(
+            Path::new("r.yaml"),
+            ok,
+            std::time::Duration::from_secs(15)
+        )
+        .is_ok()
+    );
+}

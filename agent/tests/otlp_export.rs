@@ -665,3 +665,57 @@ async fn grpc_over_tls_trusts_the_ca_file() {
     stop.cancel();
     assert_eq!(agent.await.unwrap().unwrap(), Outcome::Clean);
 }
+
+/// TLS is verified by default (SPEC): a collector with a self-signed certificate and no
+/// `ca_file` is refused at the handshake, over HTTPS and gRPC alike, with an error that
+/// says why — and no request reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_collector_without_ca_file_is_refused() {
+    use sidewatch::export::otlp::sender::{OtlpClient, SendOutcome};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (_, acceptor) = common::self_signed();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counted = handshakes.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                if acceptor.accept(stream).await.is_ok() {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    for protocol in [Protocol::HttpProtobuf, Protocol::Grpc] {
+        let endpoint = match protocol {
+            Protocol::HttpProtobuf => format!("https://localhost:{port}/v1/logs"),
+            Protocol::Grpc => format!("https://localhost:{port}"),
+        };
+        let client = OtlpClient::new(&otlp_config(endpoint, protocol)).unwrap();
+        match client.send(b"").await {
+            SendOutcome::Retry { reason, .. } => {
+                let reason = reason.to_lowercase();
+                assert!(
+                    reason.contains("certificate") || reason.contains("unknownissuer"),
+                    "{protocol:?}: the error names the certificate problem: {reason}"
+                );
+                assert!(
+                    !reason.contains("k3y"),
+                    "{protocol:?}: no header value in {reason}"
+                );
+            }
+            other => panic!("{protocol:?}: expected a refused handshake, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        handshakes.load(Ordering::SeqCst),
+        0,
+        "no TLS session was established"
+    );
+}

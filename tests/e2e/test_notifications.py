@@ -33,6 +33,7 @@ from harness import (
     wait_stable,
     wait_until,
 )
+from harness.secrets import secret
 
 RULES = """\
 groups:
@@ -48,7 +49,7 @@ groups:
           description: "checkout cannot charge cards <b>now</b>"
 """
 
-SECRET = "hmac-secret-for-e2e"
+SECRET = secret("hmac-secret-for-e2e")
 
 
 def start(tmp_path: Path, alerting: dict, name: str = "sidewatch", data: str = "data") -> Agent:

@@ -16,9 +16,11 @@ import json
 from pathlib import Path
 
 from harness import Agent, OtlpReceiver, StructlogApp, wait_until
+from harness.secrets import secret
 
-PASSWORD = "hunter2-b9c1f3"
-TOKEN = "eyJhbGciOi.s3cr3t-7f2a"
+# Registered: the session-wide scan also checks that no agent output holds them.
+PASSWORD = secret("hunter2-b9c1f3")
+TOKEN = secret("eyJhbGciOi.s3cr3t-7f2a")
 
 
 def test_dropped_records_and_secrets_never_leave_the_agent(tmp_path: Path):

@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from harness import Agent, StructlogApp, free_port, wait_until
+from harness.secrets import secret
 from harness.agent import REPO
 from harness import browser
 
@@ -30,7 +31,7 @@ from harness import browser
 # rootdir-relative import of this directory's modules).
 from test_deployments import RULES, V1, Traffic, agent_config, deployment, deployments_doc, wait_baseline
 
-TOKEN = "page-s3cret"
+TOKEN = secret("page-s3cret-81c4")
 SCREENSHOT = REPO / "target" / "e2e-artifacts" / "status-page.png"
 
 # Fires while any checkout fails (1.0.0 fails 2% of them, 1.1.0 40%); its summary

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 
 import requests
 
+from . import secrets
 from .ports import free_port
 from .process import Message, Process, wait_until
 
@@ -197,6 +198,8 @@ class Agent:
             cwd=self.tmp_path,
         )
         self.session = requests.Session()
+        secrets.agent_output(self.process.log_path)
+        secrets.agent_output(self.sink_path)
         if start:
             self.start()
 

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .ports import free_port
+from .secrets import secret
 from .process import Process, wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -49,7 +50,7 @@ def make_cert(directory: Path) -> tuple[Path, Path, Path]:
 
 
 class SmtpServer:
-    def __init__(self, tmp_path: str | os.PathLike, user: str = "sidewatch", password: str = "s3cret-smtp"):
+    def __init__(self, tmp_path: str | os.PathLike, user: str = "sidewatch", password: str = secret("s3cret-smtp-5e1d")):
         self.dir = Path(tmp_path) / "smtp"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.maildir = self.dir / "mail"

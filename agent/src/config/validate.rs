@@ -984,7 +984,7 @@ impl Ctx {
             }
             None => Vec::new(),
         };
-        let evaluation_interval = self.duration(
+        let mut evaluation_interval = self.duration(
             raw.evaluation_interval.as_ref(),
             defaults.evaluation_interval,
         );
@@ -1094,6 +1094,19 @@ impl Ctx {
                 self.error_at(
                     at,
                     "an `alertmanagers` entry needs `urls`",
+        if evaluation_interval < crate::rules::file::MIN_INTERVAL
+            && let Some(v) = raw.evaluation_interval.as_ref()
+        {
+            self.error_at(
+                v.referenced,
+                format!(
+                    "`evaluation_interval` must be at least {:?}",
+                    crate::rules::file::MIN_INTERVAL
+                ),
+                Some("rule groups are evaluated this often; 15s is Prometheus' habit".into()),
+            );
+            evaluation_interval = defaults.evaluation_interval;
+        }
                     Some("e.g. `- urls: [http://alertmanager:9093]`".into()),
                 );
                 return None;

@@ -14,6 +14,10 @@ use super::parser;
 use super::template::Template;
 use crate::config::ConfigError;
 
+/// The shortest group `interval` (and `rules.evaluation_interval`): anything shorter
+/// would have the runner evaluating without pause.
+pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Every group of every rule file, in file order.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
@@ -379,10 +383,15 @@ pub fn load_str(
         let interval = ctx
             .duration(&group.interval, "interval")
             .unwrap_or(default_interval);
-        if interval.is_zero()
+        if interval < MIN_INTERVAL
             && let Some(v) = &group.interval
         {
-            ctx.error(v.referenced, "`interval` must be more than 0");
+            ctx.error(
+                v.referenced,
+                format!(
+                    "`interval` must be at least {MIN_INTERVAL:?}: a group is evaluated this often"
+                ),
+            );
         }
         let mut rules = Vec::new();
         for rule in &group.rules {
@@ -393,7 +402,7 @@ pub fn load_str(
         set.groups.push(Group {
             name: name.value.clone(),
             file: path.to_path_buf(),
-            interval: if interval.is_zero() {
+            interval: if interval < MIN_INTERVAL {
                 default_interval
             } else {
                 interval

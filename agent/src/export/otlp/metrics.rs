@@ -284,7 +284,13 @@ pub struct MetricsExporter {
     render: Box<dyn Fn() -> String + Send + Sync>,
     sent: Counter,
     failed: Counter,
+    /// Exports missed in a row: the first miss is logged, then one in `LOG_EVERY` (a
+    /// 1 s interval against a dead collector must not flood the log), and the recovery.
+    misses: std::sync::atomic::AtomicU64,
 }
+
+/// While the collector stays away, one log line per this many missed exports.
+const LOG_EVERY: u64 = 60;
 
 impl MetricsExporter {
     pub fn new(
@@ -311,6 +317,7 @@ impl MetricsExporter {
                 "Metric exports that did not reach the collector within their interval (the next one carries the cumulative values).",
                 &labels,
             ),
+            misses: Default::default(),
         })
     }
 
@@ -328,6 +335,14 @@ impl MetricsExporter {
         (request.encode_to_vec(), points as u64)
     }
 
+    /// Counts a missed export; `true` when this one should be logged.
+    fn missed(&self) -> bool {
+        let before = self
+            .misses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        before.is_multiple_of(LOG_EVERY)
+    }
+
     /// One export with retries until `deadline` passes.
     async fn export(&self, start_unix_nano: u64, deadline: tokio::time::Instant) {
         let (body, points) = self.request(start_unix_nano);
@@ -336,6 +351,14 @@ impl MetricsExporter {
             match self.client.send(&body).await {
                 SendOutcome::Accepted { rejected, message } => {
                     self.sent.add(points.saturating_sub(rejected));
+                    let missed = self.misses.swap(0, std::sync::atomic::Ordering::Relaxed);
+                    if missed > 0 {
+                        tracing::info!(
+                            component = "otlp_metrics",
+                            missed,
+                            "metrics reach the collector again"
+                        );
+                    }
                     if rejected > 0 || !message.is_empty() {
                         tracing::warn!(
                             component = "otlp_metrics",
@@ -348,10 +371,12 @@ impl MetricsExporter {
                 }
                 SendOutcome::Refused { reason } => {
                     self.failed.inc();
-                    tracing::error!(
-                        component = "otlp_metrics",
-                        "the collector refused the metrics: {reason}"
-                    );
+                    if self.missed() {
+                        tracing::error!(
+                            component = "otlp_metrics",
+                            "the collector refused the metrics: {reason}"
+                        );
+                    }
                     return;
                 }
                 SendOutcome::Retry { after, reason } => {
@@ -360,10 +385,12 @@ impl MetricsExporter {
                     attempt += 1;
                     if tokio::time::Instant::now() + wait >= deadline {
                         self.failed.inc();
-                        tracing::warn!(
-                            component = "otlp_metrics",
-                            "cannot send metrics to the collector: {reason}; the next export carries them"
-                        );
+                        if self.missed() {
+                            tracing::warn!(
+                                component = "otlp_metrics",
+                                "cannot send metrics to the collector: {reason}; the next export carries them (logged once every {LOG_EVERY} misses)"
+                            );
+                        }
                         return;
                     }
                     tokio::time::sleep(wait).await;
