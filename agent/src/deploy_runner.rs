@@ -120,6 +120,9 @@ pub struct DeployRunner {
     pub deployments: SharedDeployments,
     store: StateStore,
     peers: Vec<String>,
+    /// This agent's `api.token`, presented to the peers: the sidecars of one
+    /// Deployment share the token (one Secret), and a peer's baselines are guarded.
+    peer_token: Option<crate::config::Secret>,
     boost: tokio::sync::watch::Sender<Option<Duration>>,
     probe_boost: Option<Duration>,
 }
@@ -135,8 +138,15 @@ impl DeployRunner {
             deployments,
             store,
             peers: config.deployments.baseline_from.clone(),
+            peer_token: config.api.token.clone(),
             boost,
             probe_boost: config.deployments.probe_boost,
+        }
+    }
+
+    fn peer_client(&self) -> PlainClient {
+        PlainClient {
+            token: self.peer_token.clone(),
         }
     }
 
@@ -187,7 +197,7 @@ impl DeployRunner {
         if self.peers.is_empty() {
             return;
         }
-        let client = reqwest_free_client();
+        let client = self.peer_client();
         if deployment.initial {
             // A fresh pod in a rolling update sees the new version first: ask the peers
             // what replaced what. A peer already on this version knows the deployment
@@ -219,7 +229,7 @@ impl DeployRunner {
     }
 
     async fn fetch_baseline(&self, version: &str) {
-        let client = reqwest_free_client();
+        let client = self.peer_client();
         for peer in &self.peers {
             let url = format!("{peer}/api/v1/baselines/{}", encode_path(version));
             match tokio::time::timeout(Duration::from_secs(10), client.get(&url)).await {
@@ -308,17 +318,16 @@ pub fn encode_path(text: &str) -> String {
     out
 }
 
-/// The plain-HTTP client the API module has (peers are sidecars on the pod network).
-struct PlainClient;
+/// The plain-HTTP client the API module has (peers are sidecars on the pod network),
+/// presenting this agent's token.
+struct PlainClient {
+    token: Option<crate::config::Secret>,
+}
 
 impl PlainClient {
     async fn get(&self, url: &str) -> anyhow::Result<(u16, String)> {
-        crate::api::http_get(url, None).await
+        crate::api::http_get(url, self.token.as_ref().map(|t| t.expose())).await
     }
-}
-
-fn reqwest_free_client() -> PlainClient {
-    PlainClient
 }
 
 /// The last result of each probe, for the status.

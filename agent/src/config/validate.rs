@@ -988,6 +988,19 @@ impl Ctx {
             raw.evaluation_interval.as_ref(),
             defaults.evaluation_interval,
         );
+        if evaluation_interval < crate::rules::file::MIN_INTERVAL
+            && let Some(v) = raw.evaluation_interval.as_ref()
+        {
+            self.error_at(
+                v.referenced,
+                format!(
+                    "`evaluation_interval` must be at least {:?}",
+                    crate::rules::file::MIN_INTERVAL
+                ),
+                Some("rule groups are evaluated this often; 15s is Prometheus' habit".into()),
+            );
+            evaluation_interval = defaults.evaluation_interval;
+        }
         let evaluation_delay = match raw.evaluation_delay.as_ref() {
             Some(v) if matches!(v.value.0.trim(), "0" | "0s" | "0ms") => Duration::ZERO,
             other => self.duration(other, defaults.evaluation_delay),
@@ -1094,19 +1107,6 @@ impl Ctx {
                 self.error_at(
                     at,
                     "an `alertmanagers` entry needs `urls`",
-        if evaluation_interval < crate::rules::file::MIN_INTERVAL
-            && let Some(v) = raw.evaluation_interval.as_ref()
-        {
-            self.error_at(
-                v.referenced,
-                format!(
-                    "`evaluation_interval` must be at least {:?}",
-                    crate::rules::file::MIN_INTERVAL
-                ),
-                Some("rule groups are evaluated this often; 15s is Prometheus' habit".into()),
-            );
-            evaluation_interval = defaults.evaluation_interval;
-        }
                     Some("e.g. `- urls: [http://alertmanager:9093]`".into()),
                 );
                 return None;
