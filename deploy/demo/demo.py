@@ -32,13 +32,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
-import requests
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
@@ -47,6 +44,7 @@ from harness.agent import Agent  # noqa: E402
 from harness.app import StructlogApp  # noqa: E402
 from harness.process import wait_until  # noqa: E402
 from harness.smtp import SmtpServer  # noqa: E402
+from harness.traffic import Traffic, verifications  # noqa: E402
 from harness.webhook import WebhookReceiver  # noqa: E402
 
 SERVICE = "demo-api"
@@ -63,33 +61,7 @@ DEPLOYMENTS = {
 
 # The default pack's checks (rules/python-service.yaml), min_samples scaled to the
 # demo's ~50 requests a second and 20-second windows.
-VERIFICATIONS = """\
-# The default pack's verifications with min_samples scaled to the demo's traffic
-# (~50 requests a second, 20-second windows).
-verifications:
-  - name: error-ratio
-    kind: ratio
-    numerator:   '{source="app"} | event="request finished" | status >= 500'
-    denominator: '{source="app"} | event="request finished"'
-    max_increase: 1.5x
-    min_samples: 100
-  - name: latency
-    kind: distribution
-    query: '{source="app"} | event="request finished" | unwrap duration_ms'
-    quantile: 0.95
-    max_increase: 1.25x
-    min_samples: 100
-  - name: new-errors
-    kind: new_values
-    query: '{source="app"} | level="error"'
-    field: exception_type
-    max_new: 0
-    min_samples: 3
-  - name: health
-    kind: probe
-    probe: health
-    max_failures: 0
-"""
+VERIFICATIONS = verifications(min_samples=100, min_errors=3)
 
 # The versions (tests/app/app.py reads these): 1.0.0 and 1.1.0 fail 1 call in 100 with
 # a TimeoutError; 1.2.0 fails 1 in 4 and every call takes 40 ms longer.
@@ -137,51 +109,6 @@ class Out:
 
 
 # -- traffic ----------------------------------------------------------------------------
-
-
-class Traffic:
-    """`GET /checkout` at `rate` calls a second from a background thread (the sleep paces
-    the load, it does not synchronise anything). Calls refused while the app restarts
-    are counted, not raised."""
-
-    def __init__(self, url: str, rate: float):
-        self.url, self.rate = url + "/checkout", rate
-        self.statuses: Counter[int] = Counter()
-        self.refused = 0
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="traffic", daemon=True)
-
-    def _run(self) -> None:
-        session = requests.Session()
-        next_at = time.monotonic()
-        while not self.stop_event.is_set():
-            try:
-                self.statuses[session.get(self.url, timeout=10).status_code] += 1
-            except requests.RequestException:
-                self.refused += 1  # the app is restarting: a deployment
-                session.close()
-                session = requests.Session()
-                self.stop_event.wait(0.05)
-            next_at += 1.0 / self.rate
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                self.stop_event.wait(delay)
-            else:
-                next_at = time.monotonic()
-        session.close()
-
-    @property
-    def calls(self) -> int:
-        return sum(self.statuses.values())
-
-    def start(self) -> "Traffic":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        if self.thread.is_alive():
-            self.thread.join(15)
 
 
 # -- reading sidewatch back -------------------------------------------------------------

@@ -22,17 +22,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import subprocess
-import threading
 import time
-from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-import requests
 
 from harness import Agent, StructlogApp, WebhookReceiver, promtool_check, sidewatch_bin, wait_until
+from harness.secrets import secret
+from harness.traffic import Traffic, verifications
+
+FLEET_TOKEN = secret("fleet-token-4b8d2e61")
 
 # The default pack's verifications (rules/python-service.yaml), min_samples scaled to
 # the test's traffic; plus one recording rule so the group machinery runs beside them.
@@ -46,30 +48,7 @@ groups:
           sum by (path) (count_over_time({source="app"} | event="request finished" | status >= 500 [10s]))
           /
           sum by (path) (count_over_time({source="app"} | event="request finished" [10s]))
-verifications:
-  - name: error-ratio
-    kind: ratio
-    numerator:   '{source="app"} | event="request finished" | status >= 500'
-    denominator: '{source="app"} | event="request finished"'
-    max_increase: 1.5x
-    min_samples: 50
-  - name: latency
-    kind: distribution
-    query: '{source="app"} | event="request finished" | unwrap duration_ms'
-    quantile: 0.95
-    max_increase: 1.25x
-    min_samples: 50
-  - name: new-errors
-    kind: new_values
-    query: '{source="app"} | level="error"'
-    field: exception_type
-    max_new: 0
-    min_samples: 3       # error records in each window (the default, 100, is for real traffic)
-  - name: health
-    kind: probe
-    probe: health
-    max_failures: 0
-"""
+""" + verifications(min_samples=50, min_errors=3)
 
 CHECKS = ["error-ratio", "latency", "new-errors", "health"]
 VERIFY_WINDOW = 20.0  # seconds, as configured below
@@ -85,60 +64,15 @@ BASELINE_REQUESTS = 160
 # -- components ---------------------------------------------------------------------
 
 
-class Traffic:
-    """`GET /checkout` from a background thread at `rate` calls a second (the pacing sleep
-    is the load's rate, not synchronisation). Its own session, so a redeploy's closed
-    connections are just refused calls, counted in `refused`: the log file, not this
-    thread, is what the tests count."""
-
-    def __init__(self, app: StructlogApp, rate: float = 80.0):
-        self.url = app.url + "/checkout"
-        self.rate = rate
-        self.statuses: Counter[int] = Counter()
-        self.refused = 0
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="traffic", daemon=True)
-        self.failure: BaseException | None = None
-
-    def _run(self) -> None:
-        session = requests.Session()
-        try:
-            next_at = time.monotonic()
-            while not self.stop_event.is_set():
-                try:
-                    self.statuses[session.get(self.url, timeout=10).status_code] += 1
-                except requests.RequestException:
-                    self.refused += 1  # the app is restarting
-                    session.close()
-                    session = requests.Session()
-                next_at += 1.0 / self.rate
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)  # pacing: the traffic's rate
-                else:
-                    next_at = time.monotonic()
-        except BaseException as e:  # surfaced by __exit__, never swallowed
-            self.failure = e
-        finally:
-            session.close()
-
-    def __enter__(self) -> "Traffic":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop_event.set()
-        self.thread.join(15)
-        if self.failure:
-            raise self.failure
-
-
 def agent_config(tmp_path: Path, app: StructlogApp, alerting: dict | None = None, **deployments) -> dict:
     rules_file = tmp_path / "rules" / "deployments.yaml"
     rules_file.parent.mkdir(parents=True, exist_ok=True)
     rules_file.write_text(RULES)
     return {
         "service": {"name": "checkout-api", "environment": "e2e"},
+        # One token for the whole fleet, as a Kubernetes Secret gives every pod's sidecar:
+        # `baseline_from` peers present it to each other.
+        "api": {"token": FLEET_TOKEN},
         "logs": [
             {"name": "app", "paths": [str(app.log_path)], "format": "structlog", "start_at": "beginning"}
         ],
@@ -223,9 +157,11 @@ def failed_checks(doc: dict) -> list[str]:
 
 
 def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    """`sidewatch ARGS` as a pipeline runs it; stdout and stderr captured as text."""
+    """`sidewatch ARGS` as a pipeline runs it (the token in `$SIDEWATCH_TOKEN`); stdout
+    and stderr captured as text."""
     return subprocess.run(
-        [str(sidewatch_bin()), *args], capture_output=True, text=True, timeout=timeout
+        [str(sidewatch_bin()), *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "SIDEWATCH_TOKEN": FLEET_TOKEN},
     )
 
 
@@ -249,7 +185,10 @@ def verify(agent: Agent, version: str, timeout: str = "60s") -> subprocess.Compl
     """`sidewatch verify --version V --wait`, stopped early if the agent panics."""
     argv = [str(sidewatch_bin()), "verify", "--version", version, "--wait"]
     argv += ["--timeout", timeout, "--url", agent.api_url]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "SIDEWATCH_TOKEN": FLEET_TOKEN},
+    )
     try:
         def done() -> bool:
             if proc.poll() is not None:

@@ -29,7 +29,8 @@ from harness import browser
 
 # test_deployments.py's components and readers (tests/e2e is on sys.path: pytest's
 # rootdir-relative import of this directory's modules).
-from test_deployments import RULES, V1, Traffic, agent_config, deployment, deployments_doc, wait_baseline
+from harness.traffic import Traffic
+from test_deployments import RULES, V1, agent_config, deployment, deployments_doc, wait_baseline
 
 TOKEN = secret("page-s3cret-81c4")
 SCREENSHOT = REPO / "target" / "e2e-artifacts" / "status-page.png"

@@ -198,6 +198,10 @@ class Agent:
             cwd=self.tmp_path,
         )
         self.session = requests.Session()
+        # With `api.token` set, the harness's own API calls carry it.
+        self.token = (self.config.get("api") or {}).get("token")
+        if self.token:
+            self.session.headers["Authorization"] = f"Bearer {self.token}"
         secrets.agent_output(self.process.log_path)
         secrets.agent_output(self.sink_path)
         if start:
