@@ -6,14 +6,26 @@
 //!
 //! The sink stage feeds records (`Deployments::ingest`), the probe consumer feeds
 //! probe samples, the API announces deployments; all under one mutex.
+//!
+//! Each verification is also a span, `deployment.verify` (`VerifySpans`), exported over
+//! OTLP when traces are (`export::otlp::traces`): opened when the runner hears of the
+//! deployment, one `deployment.check` event per check when its verdict is known, ended
+//! with `deployment.verdict` (status error on `fail`). Spans live in memory only: a
+//! verification the agent restarts in the middle of gets a new span from the restart
+//! on (same `deployment.id`), and the interrupted one ends with
+//! `deployment.interrupted=true` at shutdown.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::Status;
 use tokio_util::sync::CancellationToken;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::config::Config;
-use crate::deploy::tracker::{Deployment, Verdict};
+use crate::config::{Config, DetectSource};
+use crate::deploy::tracker::{CheckOutcome, Deployment, Verdict};
 use crate::deploy::verify::Evidence;
 use crate::deploy::{DeploymentEvent, DeploymentState, Deployments, SharedDeployments};
 use crate::event::ProbeSample;
@@ -116,6 +128,159 @@ pub fn log_event(event: &DeploymentEvent) {
     }
 }
 
+/// The open `deployment.verify` span of each running verification, by deployment id.
+#[derive(Debug, Default)]
+pub struct VerifySpans {
+    open: HashMap<String, VerifySpan>,
+}
+
+#[derive(Debug)]
+struct VerifySpan {
+    span: tracing::Span,
+    /// The checks that already have their `deployment.check` event.
+    reported: HashSet<String>,
+}
+
+impl VerifySpans {
+    /// Opens the span of `deployment` if it is being verified and has none yet.
+    pub fn open(&mut self, deployment: &Deployment) {
+        if !deployment.verifying() || self.open.contains_key(&deployment.id) {
+            return;
+        }
+        let detected_by: Vec<&str> = deployment
+            .detected_by
+            .iter()
+            .map(|s| detect_name(*s))
+            .collect();
+        let span = tracing::info_span!(
+            parent: None,
+            "deployment.verify",
+            deployment.id = %deployment.id,
+            deployment.version = %deployment.version,
+            deployment.baseline_version = deployment.previous.as_deref().unwrap_or(""),
+            deployment.detected_by = %detected_by.join(","),
+        );
+        self.open.insert(
+            deployment.id.clone(),
+            VerifySpan {
+                span,
+                reported: HashSet::new(),
+            },
+        );
+    }
+
+    /// After a look: `verifying` are the deployments still being verified, `decided`
+    /// those whose verdict this look reached. Checks decided since the last look get
+    /// their event; decided deployments' spans end with the verdict.
+    pub fn looked(&mut self, verifying: &[Deployment], decided: &[Deployment]) {
+        for deployment in verifying {
+            self.open(deployment);
+            if let Some(open) = self.open.get_mut(&deployment.id) {
+                for check in deployment.checks.iter().filter(|c| c.verdict.is_some()) {
+                    open.report(check);
+                }
+            }
+        }
+        for deployment in decided {
+            let Some(mut open) = self.open.remove(&deployment.id) else {
+                continue;
+            };
+            for check in &deployment.checks {
+                open.report(check);
+            }
+            let verdict = deployment.verdict.map_or("", |v| v.name());
+            open.span.set_attribute("deployment.verdict", verdict);
+            if deployment.verdict == Some(Verdict::Fail) {
+                let failed: Vec<&str> = deployment
+                    .checks
+                    .iter()
+                    .filter(|c| c.verdict == Some(Verdict::Fail))
+                    .map(|c| c.name.as_str())
+                    .collect();
+                open.span.set_status(Status::error(format!(
+                    "failed checks: {}",
+                    failed.join(", ")
+                )));
+            }
+            // Dropping the last handle ends the span.
+        }
+        // A verification that stopped without a verdict (forgotten from the history).
+        let running: HashSet<&str> = verifying.iter().map(|d| d.id.as_str()).collect();
+        self.open.retain(|id, _| running.contains(id.as_str()));
+    }
+
+    /// At shutdown: ends the spans of verifications still running.
+    pub fn interrupt_all(&mut self) {
+        for (_, open) in self.open.drain() {
+            open.span.set_attribute("deployment.interrupted", true);
+        }
+    }
+}
+
+impl VerifySpan {
+    /// The check's `deployment.check` event, once per check.
+    fn report(&mut self, check: &CheckOutcome) {
+        if !self.reported.insert(check.name.clone()) {
+            return;
+        }
+        self.span
+            .add_event("deployment.check", check_attributes(check));
+    }
+}
+
+/// A check's outcome as event attributes; values that are not finite numbers (no
+/// samples yet) are left out.
+pub fn check_attributes(check: &CheckOutcome) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new("check.name", check.name.clone()),
+        KeyValue::new("check.kind", check.kind.clone()),
+        KeyValue::new(
+            "check.verdict",
+            check.verdict.map_or("undecided", |v| v.name()),
+        ),
+        KeyValue::new(
+            "check.samples.baseline",
+            i64::try_from(check.n_baseline).unwrap_or(i64::MAX),
+        ),
+        KeyValue::new(
+            "check.samples.current",
+            i64::try_from(check.n_current).unwrap_or(i64::MAX),
+        ),
+    ];
+    for (key, value) in [
+        ("check.baseline", check.baseline),
+        ("check.current", check.current),
+        ("check.threshold", check.threshold),
+        ("check.statistic", check.statistic),
+        ("check.p_value", check.p_value),
+        ("check.alpha", check.alpha),
+    ] {
+        if value.is_finite() {
+            attributes.push(KeyValue::new(key, value));
+        }
+    }
+    if !check.new_values.is_empty() {
+        let values: Vec<opentelemetry::StringValue> =
+            check.new_values.iter().map(|v| v.clone().into()).collect();
+        attributes.push(KeyValue::new(
+            "check.new_values",
+            opentelemetry::Value::Array(values.into()),
+        ));
+    }
+    if let Some(note) = &check.note {
+        attributes.push(KeyValue::new("check.note", note.clone()));
+    }
+    attributes
+}
+
+fn detect_name(source: DetectSource) -> &'static str {
+    match source {
+        DetectSource::Api => "api",
+        DetectSource::ProbeVersion => "probe_version",
+        DetectSource::LogField => "log_field",
+    }
+}
+
 pub struct DeployRunner {
     pub deployments: SharedDeployments,
     store: StateStore,
@@ -125,6 +290,9 @@ pub struct DeployRunner {
     peer_token: Option<crate::config::Secret>,
     boost: tokio::sync::watch::Sender<Option<Duration>>,
     probe_boost: Option<Duration>,
+    /// The running verifications' spans (only the run loop uses it; a mutex because
+    /// the runner is shared with the topology).
+    spans: Mutex<VerifySpans>,
 }
 
 impl DeployRunner {
@@ -141,6 +309,7 @@ impl DeployRunner {
             peer_token: config.api.token.clone(),
             boost,
             probe_boost: config.deployments.probe_boost,
+            spans: Mutex::new(VerifySpans::default()),
         }
     }
 
@@ -148,6 +317,10 @@ impl DeployRunner {
         PlainClient {
             token: self.peer_token.clone(),
         }
+    }
+
+    fn spans(&self) -> MutexGuard<'_, VerifySpans> {
+        self.spans.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Looks every second until `shutdown`; `started` brings deployments that started
@@ -164,19 +337,36 @@ impl DeployRunner {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(deployment) = started.recv() => {
+                    self.spans().open(&deployment);
                     self.started(&deployment).await;
                     continue;
                 }
                 _ = tick.tick() => {}
             }
-            let (events, verifying) = {
+            let (events, running) = {
                 let mut d = lock(&self.deployments);
                 let events = d.tick(unix_nanos());
-                (events, d.verifying())
+                let running: Vec<Deployment> = d
+                    .tracker
+                    .history
+                    .iter()
+                    .filter(|d| d.verifying())
+                    .cloned()
+                    .collect();
+                (events, running)
             };
+            let verifying = !running.is_empty();
             for event in &events {
                 log_event(event);
             }
+            let decided: Vec<Deployment> = events
+                .iter()
+                .filter_map(|e| match e {
+                    DeploymentEvent::Decided(d) => Some(d.clone()),
+                    DeploymentEvent::Started(_) => None,
+                })
+                .collect();
+            self.spans().looked(&running, &decided);
             let boost = if verifying { self.probe_boost } else { None };
             self.boost.send_if_modified(|current| {
                 let changed = *current != boost;
@@ -188,6 +378,7 @@ impl DeployRunner {
                 self.save().await;
             }
         }
+        self.spans().interrupt_all();
         self.save().await;
     }
 
@@ -397,5 +588,190 @@ pub async fn consume_probes(
                 let _ = started.send(d.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanId, Status};
+
+    use super::*;
+    use crate::export::otlp::traces::testing::{attribute, capture};
+
+    fn deployment(id: &str, version: &str, verdict: Option<Verdict>) -> Deployment {
+        Deployment {
+            id: id.into(),
+            version: version.into(),
+            previous: Some("1.0.0".into()),
+            t0: 10,
+            detected_by: vec![DetectSource::ProbeVersion, DetectSource::LogField],
+            meta: serde_json::Value::Null,
+            initial: false,
+            verdict,
+            decided_at: verdict.map(|_| 20),
+            checks: Vec::new(),
+        }
+    }
+
+    fn check(name: &str, kind: &str, verdict: Option<Verdict>) -> CheckOutcome {
+        CheckOutcome {
+            name: name.into(),
+            kind: kind.into(),
+            verdict,
+            baseline: 0.02,
+            current: 0.4,
+            n_baseline: 160,
+            n_current: 120,
+            statistic: 9.5,
+            p_value: 1e-6,
+            threshold: 0.03,
+            alpha: 0.01,
+            new_values: Vec::new(),
+            note: None,
+        }
+    }
+
+    fn string(attributes: &[KeyValue], key: &str) -> Option<String> {
+        attribute(attributes, key).map(|v| v.to_string())
+    }
+
+    #[test]
+    fn a_verification_is_a_span_with_an_event_per_check_and_its_verdict() {
+        let (_guard, captured) = capture();
+        let mut spans = VerifySpans::default();
+        let mut bad = deployment("d2", "1.1.0", None);
+        // Heard of: the span opens; the first look decides nothing.
+        spans.open(&bad);
+        bad.checks = vec![
+            check("error-ratio", "ratio", None),
+            check("latency", "distribution", None),
+        ];
+        spans.looked(std::slice::from_ref(&bad), &[]);
+        // The next look fails error-ratio but the verdict waits.
+        bad.checks[0].verdict = Some(Verdict::Fail);
+        spans.looked(std::slice::from_ref(&bad), &[]);
+        spans.looked(std::slice::from_ref(&bad), &[]);
+        assert!(captured.spans().is_empty(), "still open");
+        // The verdict: latency fails too; new values and a NaN are carried as they can.
+        bad.checks[1].verdict = Some(Verdict::Fail);
+        bad.checks[1].p_value = f64::NAN;
+        bad.checks[1].new_values = vec!["KeyError".into()];
+        bad.verdict = Some(Verdict::Fail);
+        spans.looked(&[], std::slice::from_ref(&bad));
+
+        let finished = captured.spans();
+        let [span] = finished.as_slice() else {
+            panic!("one span: {finished:?}")
+        };
+        assert_eq!(span.name, "deployment.verify");
+        assert_eq!(span.parent_span_id, SpanId::INVALID, "a root span");
+        for (key, value) in [
+            ("deployment.id", "d2"),
+            ("deployment.version", "1.1.0"),
+            ("deployment.baseline_version", "1.0.0"),
+            ("deployment.detected_by", "probe_version,log_field"),
+            ("deployment.verdict", "fail"),
+        ] {
+            assert_eq!(
+                string(&span.attributes, key).as_deref(),
+                Some(value),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            span.status,
+            Status::error("failed checks: error-ratio, latency")
+        );
+        let events: Vec<_> = span.events.iter().collect();
+        assert_eq!(events.len(), 2, "one event per check: {events:?}");
+        let first = &events[0].attributes;
+        assert_eq!(events[0].name, "deployment.check");
+        assert_eq!(string(first, "check.name").as_deref(), Some("error-ratio"));
+        assert_eq!(string(first, "check.kind").as_deref(), Some("ratio"));
+        assert_eq!(string(first, "check.verdict").as_deref(), Some("fail"));
+        assert_eq!(attribute(first, "check.current"), Some(0.4.into()));
+        assert_eq!(attribute(first, "check.baseline"), Some(0.02.into()));
+        assert_eq!(
+            attribute(first, "check.samples.current"),
+            Some(120i64.into())
+        );
+        assert_eq!(attribute(first, "check.p_value"), Some(1e-6.into()));
+        let second = &events[1].attributes;
+        assert_eq!(string(second, "check.name").as_deref(), Some("latency"));
+        assert!(attribute(second, "check.p_value").is_none(), "NaN left out");
+        assert_eq!(
+            string(second, "check.new_values").as_deref(),
+            Some("[\"KeyError\"]")
+        );
+        assert!(events[0].timestamp <= events[1].timestamp);
+    }
+
+    #[test]
+    fn a_pass_has_no_error_and_undecided_checks_still_get_their_event() {
+        let (_guard, captured) = capture();
+        let mut spans = VerifySpans::default();
+        let mut good = deployment("d3", "1.2.0", None);
+        let initial = Deployment {
+            initial: true,
+            ..deployment("d0", "0.9.0", None)
+        };
+        spans.looked(&[good.clone()], &[]);
+        spans.open(&initial);
+        good.checks = vec![
+            check("health", "probe", Some(Verdict::Pass)),
+            check("new-errors", "new_values", None),
+        ];
+        good.verdict = Some(Verdict::Pass);
+        spans.looked(&[], std::slice::from_ref(&good));
+        let finished = captured.spans();
+        assert_eq!(
+            finished.len(),
+            1,
+            "nothing to verify for an initial version"
+        );
+        let span = &finished[0];
+        assert_eq!(
+            string(&span.attributes, "deployment.verdict").as_deref(),
+            Some("pass")
+        );
+        assert_eq!(span.status, Status::Unset);
+        let verdicts: Vec<Option<String>> = span
+            .events
+            .iter()
+            .map(|e| string(&e.attributes, "check.verdict"))
+            .collect();
+        assert_eq!(verdicts, [Some("pass".into()), Some("undecided".into())]);
+    }
+
+    #[test]
+    fn shutdown_interrupts_and_a_restart_opens_a_new_span() {
+        let (_guard, captured) = capture();
+        let running = deployment("d4", "1.3.0", None);
+        let mut before = VerifySpans::default();
+        before.looked(std::slice::from_ref(&running), &[]);
+        before.interrupt_all();
+        // After a restart the same verification is running: a new span.
+        let mut after = VerifySpans::default();
+        after.looked(std::slice::from_ref(&running), &[]);
+        let decided = Deployment {
+            verdict: Some(Verdict::Inconclusive),
+            ..running
+        };
+        after.looked(&[], std::slice::from_ref(&decided));
+        let finished = captured.spans();
+        assert_eq!(finished.len(), 2);
+        assert_eq!(
+            attribute(&finished[0].attributes, "deployment.interrupted"),
+            Some(true.into())
+        );
+        assert!(attribute(&finished[0].attributes, "deployment.verdict").is_none());
+        assert_eq!(
+            string(&finished[1].attributes, "deployment.verdict").as_deref(),
+            Some("inconclusive")
+        );
+        assert_ne!(
+            finished[0].span_context.trace_id(),
+            finished[1].span_context.trace_id()
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sidewatch::cli::{self, Cli, Command};
+use sidewatch::export::otlp::traces;
 use sidewatch::topology::{self, Outcome};
 
 fn main() -> ExitCode {
@@ -79,16 +80,26 @@ fn run(config_path: Option<&std::path::Path>) -> ExitCode {
 }
 
 /// The agent's own logs: JSON lines on stderr, level from `$SIDEWATCH_LOG` (default
-/// `info`), so they can be tailed and shipped like the app's.
+/// `info`), so they can be tailed and shipped like the app's. Beside them, the layer
+/// that exports the agent's own spans over OTLP: installed now, empty until the
+/// topology has read `export.otlp` (`export::otlp::traces`).
 fn init_logging() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIDEWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let slot = traces::TracesSlot::default();
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces::layer(&slot))
         .init();
+    traces::set_global(slot);
 }

@@ -137,6 +137,46 @@ impl Integration {
             Integration::Webhook(s) => s.send(n).await,
         }
     }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Integration::Email(_) => "email",
+            Integration::Webhook(_) => "webhook",
+        }
+    }
+}
+
+/// The `notification.deliver` span of one delivery attempt (exported over OTLP when
+/// traces are). Names, counts and the outcome only: never the receiver's URL,
+/// address, headers or credentials.
+fn delivery_span(entry: &OutboxEntry, integration: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        parent: None,
+        "notification.deliver",
+        notification.receiver = %entry.notification.receiver,
+        notification.integration = integration,
+        notification.id = %entry.notification.id,
+        // i64: tracing-opentelemetry records unsigned integers as strings.
+        notification.alerts = i64::try_from(entry.notification.alerts.len()).unwrap_or(i64::MAX),
+        notification.status = entry.notification.status().as_str(),
+        notification.attempt = i64::from(entry.attempts) + 1,
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// Ends a `notification.deliver` span with the attempt's outcome; a failed attempt
+/// (retried or not) has status error with the reason (the senders keep URLs out of it).
+fn end_delivery_span(span: tracing::Span, delivery: &Delivery) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let (outcome, reason) = match delivery {
+        Delivery::Delivered => ("delivered", None),
+        Delivery::Retry { reason, .. } => ("retry", Some(reason)),
+        Delivery::Failed { reason } => ("failed", Some(reason)),
+    };
+    span.record("outcome", outcome);
+    if let Some(reason) = reason {
+        span.set_status(opentelemetry::trace::Status::error(reason.clone()));
+    }
 }
 
 /// The result of one delivery attempt, back to the loop.
@@ -301,8 +341,10 @@ impl NotifyRunner {
                 };
                 busy.insert(entry.notification.id.clone());
                 let done = done_tx.clone();
+                let span = delivery_span(&entry, integration.kind());
                 deliveries.spawn(async move {
                     let delivery = integration.send(&entry.notification).await;
+                    end_delivery_span(span, &delivery);
                     let _ = done.send(Attempt {
                         id: entry.notification.id,
                         delivery,
@@ -726,6 +768,97 @@ mod tests {
             deployment_alert(&tracker(Some(Verdict::Inconclusive)), &service, true, "u").is_none()
         );
         assert!(deployment_alert(&tracker(None), &service, true, "u").is_none());
+    }
+
+    #[test]
+    fn a_delivery_attempt_is_a_span_with_its_outcome_and_no_secrets() {
+        use crate::export::otlp::traces::testing::{attribute, capture};
+        let (_guard, captured) = capture();
+        let service = crate::config::ServiceConfig {
+            name: "checkout-api".into(),
+            environment: "production".into(),
+        };
+        let alert = deployment_alert(&tracker(Some(Verdict::Fail)), &service, false, "u")
+            .expect("a failed verdict is an alert");
+        let entry = |id: &str, attempts: u32| OutboxEntry {
+            attempts,
+            ..OutboxEntry::new(Notification {
+                id: id.into(),
+                receiver: "hook".into(),
+                group_key: "{}:{}".into(),
+                group_labels: Labels::default(),
+                alerts: vec![alert.clone()],
+                created: 30,
+            })
+        };
+        let cases = [
+            (entry("n1.0", 0), Delivery::Delivered, "delivered", false),
+            (
+                entry("n2.0", 2),
+                Delivery::Retry {
+                    after: None,
+                    reason: "webhook answered 503 service unavailable".into(),
+                },
+                "retry",
+                true,
+            ),
+            (
+                entry("n3.0", 0),
+                Delivery::Failed {
+                    reason: "webhook answered 400 bad request".into(),
+                },
+                "failed",
+                true,
+            ),
+        ];
+        for (entry, delivery, _, _) in &cases {
+            end_delivery_span(delivery_span(entry, "webhook"), delivery);
+        }
+        let spans = captured.spans();
+        assert_eq!(spans.len(), cases.len());
+        for (span, (entry, _, outcome, error)) in spans.iter().zip(&cases) {
+            assert_eq!(span.name, "notification.deliver");
+            // These attributes and nothing else: no URL, address or header can slip in.
+            let mut keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+            keys.sort_unstable();
+            assert_eq!(
+                keys,
+                [
+                    "notification.alerts",
+                    "notification.attempt",
+                    "notification.id",
+                    "notification.integration",
+                    "notification.receiver",
+                    "notification.status",
+                    "outcome"
+                ]
+            );
+            let get = |key: &str| attribute(&span.attributes, key).map(|v| v.to_string());
+            assert_eq!(get("notification.id"), Some(entry.notification.id.clone()));
+            assert_eq!(get("notification.receiver").as_deref(), Some("hook"));
+            assert_eq!(get("notification.integration").as_deref(), Some("webhook"));
+            assert_eq!(
+                attribute(&span.attributes, "notification.alerts"),
+                Some(1i64.into()),
+                "a number, not a string"
+            );
+            assert_eq!(get("notification.status").as_deref(), Some("firing"));
+            assert_eq!(
+                attribute(&span.attributes, "notification.attempt"),
+                Some((i64::from(entry.attempts) + 1).into())
+            );
+            assert_eq!(get("outcome").as_deref(), Some(*outcome));
+            assert_eq!(
+                matches!(span.status, opentelemetry::trace::Status::Error { .. }),
+                *error,
+                "{outcome}: {:?}",
+                span.status
+            );
+            assert!(
+                span.parent_span_id == opentelemetry::trace::SpanId::INVALID,
+                "a root span"
+            );
+        }
     }
 
     #[test]

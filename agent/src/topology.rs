@@ -60,6 +60,12 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     let _stop_on_drop = shutdown.clone().drop_guard();
     let started = Instant::now();
     let telemetry = Telemetry::new();
+    // Before any component can open a span (a verification restored mid-way opens its
+    // span on the deploy runner's first look).
+    if let Some(otlp) = &config.export.otlp_traces {
+        crate::export::otlp::traces::start(otlp, &telemetry)
+            .context("cannot start OTLP trace export")?;
+    }
     let store = StateStore::open(&config.data_dir).with_context(|| {
         format!(
             "cannot open the state store in data_dir {}",
@@ -279,6 +285,14 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
             );
         }
     }
+    // The agent's spans, now that the runners that make them have stopped.
+    crate::export::otlp::traces::shutdown(
+        config
+            .grace_period
+            .saturating_sub(shutdown_started.elapsed())
+            .max(std::time::Duration::from_secs(1)),
+    )
+    .await;
     // The last metrics, after everything else has counted what it did.
     metrics_stop.cancel();
     if let Some(task) = metrics_task {

@@ -14,6 +14,7 @@ pub mod encode;
 pub mod metrics;
 pub mod queue;
 pub mod sender;
+pub mod traces;
 
 use std::path::Path;
 use std::sync::Arc;
