@@ -25,6 +25,7 @@ use crate::export::SinkStage;
 use crate::rule_runner::RuleRunner;
 use crate::sources::file_tail::FileTail;
 use crate::sources::health_probe::HealthProbe;
+use crate::sources::otlp_receiver;
 use crate::state::StateStore;
 use crate::telemetry::Telemetry;
 
@@ -75,6 +76,10 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
+    let otlp_listeners = match &config.otlp_receiver {
+        Some(receiver) => Some(otlp_receiver::Listeners::bind(receiver).await?),
+        None => None,
+    };
 
     let (batch_tx, batch_rx, queue) = batch_channel(QUEUE_BATCHES);
     let recycle = Arc::new(Mutex::new(Vec::new()));
@@ -97,6 +102,14 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         let stop = shutdown.clone();
         pipeline.spawn_blocking(move || tail.run(out, recycle, stop));
     }
+    // The OTLP receiver's span records enter the pipeline like a source's batches, from
+    // a blocking thread that waits while the channel is full.
+    let otlp_spans = otlp_listeners.as_ref().map(|_| {
+        let (tx, rx) = tokio::sync::mpsc::channel(otlp_receiver::SPAN_BATCHES);
+        let out = batch_tx.clone();
+        pipeline.spawn_blocking(move || otlp_receiver::feed_pipeline(rx, out));
+        tx
+    });
     drop(batch_tx);
     let runner = RuleRunner::new(&config, store.clone(), &telemetry)?;
     let engine = runner.engine();
@@ -187,6 +200,24 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     });
     pipeline.spawn_blocking(move || sink.run(batch_rx));
     pipeline.close();
+    let mut otlp_receiver = match (otlp_listeners, otlp_spans) {
+        (Some(listeners), Some(spans)) => {
+            let version: otlp_receiver::LiveVersion = {
+                let deployments = deployments.clone();
+                Box::new(move || {
+                    crate::deploy_runner::lock(&deployments)
+                        .tracker
+                        .live_version()
+                        .map(str::to_string)
+                })
+            };
+            Some(
+                otlp_receiver::start(listeners, &config, version, spans, &telemetry)
+                    .context("cannot start the OTLP receiver")?,
+            )
+        }
+        _ => None,
+    };
 
     let ready = Arc::new(AtomicBool::new(false));
     let api_state = Arc::new(ApiState {
@@ -244,11 +275,20 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     let shutdown_started = Instant::now();
     tracing::info!(grace_period = ?config.grace_period, "shutting down: stopping sources, draining, committing checkpoints");
     ready.store(false, Ordering::Relaxed);
+    // The OTLP receiver first: it stops taking requests (the app's SDK retries them) and
+    // closes its span stream, so the sink below can drain; its relay queues are sent on
+    // meanwhile.
+    if let Some(receiver) = otlp_receiver.as_mut() {
+        receiver.stop_servers(config.grace_period / 4).await;
+    }
     // The tail threads sleep between polls; wake them so they see the cancellation now.
     for waker in &wakers {
         waker.wake(false);
     }
-    let outcome = match tokio::time::timeout(config.grace_period, pipeline.wait()).await {
+    let left = config
+        .grace_period
+        .saturating_sub(shutdown_started.elapsed());
+    let outcome = match tokio::time::timeout(left, pipeline.wait()).await {
         Ok(()) => Outcome::Clean,
         Err(_) => {
             tracing::warn!(grace_period = ?config.grace_period, "grace period exceeded with records still draining; uncommitted records will be read again after restart");
@@ -293,6 +333,12 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
             .max(std::time::Duration::from_secs(1)),
     )
     .await;
+    if let Some(receiver) = otlp_receiver {
+        let left = config
+            .grace_period
+            .saturating_sub(shutdown_started.elapsed());
+        receiver.drain(left).await;
+    }
     // The last metrics, after everything else has counted what it did.
     metrics_stop.cancel();
     if let Some(task) = metrics_task {

@@ -22,6 +22,13 @@ Configuration (environment variables, read once at import):
                        ``TimeoutError``): a builtin exception of that name, else a new
                        ``Exception`` subclass so named.
 ``APP_EXTRA_LATENCY_MS`` milliseconds every ``/checkout`` call sleeps (default 0).
+``APP_OTEL``           unset (default): no OpenTelemetry SDK, a middleware plays the tracer.
+                       ``grpc`` or ``http``: the real OTel Python SDK — FastAPI
+                       instrumentation, a ``BatchSpanProcessor`` (200 ms schedule) and the
+                       OTLP span exporter of that protocol, configured by the standard
+                       ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``…); the log
+                       records' ``trace_id``/``span_id`` are then those of the real
+                       current span, as users wire it.
 
 Endpoints:
 
@@ -76,16 +83,48 @@ def _exception_class(name: str) -> type[Exception]:
 
 CHECKOUT_EXCEPTION = _exception_class(APP_EXCEPTION_TYPE)
 
-# What OpenTelemetry's current span would give. The OTel SDK is not a dependency of
-# the log-pipeline tests, so a middleware plays the tracer: one trace/span id per
-# request, read by a processor exactly as users read `trace.get_current_span()`.
+APP_OTEL = os.environ.get("APP_OTEL", "")
+if APP_OTEL not in ("", "grpc", "http"):
+    raise SystemExit(f"APP_OTEL={APP_OTEL!r}: expected grpc, http or unset")
+
+# What OpenTelemetry's current span would give. Without APP_OTEL the OTel SDK is not
+# used, so a middleware plays the tracer: one trace/span id per request, read by a
+# processor exactly as users read `trace.get_current_span()`.
 _current_span: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
     "current_span", default=None
 )
 
 
+def _otel_tracer_provider():
+    """The real SDK, as users set it up: resource from OTEL_* variables, a batch
+    processor, the OTLP exporter of the chosen protocol."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if APP_OTEL == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=200))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+_tracer_provider = _otel_tracer_provider() if APP_OTEL else None
+
+
 def add_trace_context(_logger, _method, event_dict):
     """structlog processor: trace_id/span_id (hex) of the current span, if any."""
+    if _tracer_provider is not None:
+        from opentelemetry import trace
+
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            event_dict["trace_id"] = format(ctx.trace_id, "032x")
+            event_dict["span_id"] = format(ctx.span_id, "016x")
+        return event_dict
     span = _current_span.get()
     if span is not None:
         event_dict["trace_id"], event_dict["span_id"] = span
@@ -172,18 +211,25 @@ async def lifespan(_app: FastAPI):
     log.info("app started", pid=os.getpid())
     yield
     log.info("app stopping", pid=os.getpid())
+    if _tracer_provider is not None:
+        _tracer_provider.shutdown()  # exports the spans still batched
 
 
 app = FastAPI(lifespan=lifespan)
 
+if _tracer_provider is not None:
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-@app.middleware("http")
-async def trace_middleware(request: Request, call_next):
-    token = _current_span.set((secrets.token_hex(16), secrets.token_hex(8)))
-    try:
-        return await call_next(request)
-    finally:
-        _current_span.reset(token)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=_tracer_provider)
+else:
+
+    @app.middleware("http")
+    async def trace_middleware(request: Request, call_next):
+        token = _current_span.set((secrets.token_hex(16), secrets.token_hex(8)))
+        try:
+            return await call_next(request)
+        finally:
+            _current_span.reset(token)
 
 
 @app.get("/health")

@@ -34,6 +34,8 @@ pub struct Config {
     pub rules: RulesConfig,
     pub alerting: crate::notify::config::AlertingConfig,
     pub export: ExportConfig,
+    /// `otlp_receiver:`: the app's OTel SDK sends here; `None`: no receiver.
+    pub otlp_receiver: Option<OtlpReceiverConfig>,
     /// Things worth telling the user that are not errors.
     pub warnings: Vec<String>,
 }
@@ -147,6 +149,25 @@ pub struct ProbeConfig {
     /// An extra trust root for an https endpoint.
     pub ca_file: Option<PathBuf>,
 }
+
+/// `otlp_receiver:`: the OTLP servers the app's own OpenTelemetry SDK sends to. At
+/// least one of `grpc` and `http` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpReceiverConfig {
+    /// OTLP/gRPC listen address (`127.0.0.1:4317`), bound exactly as written.
+    pub grpc: Option<SocketAddr>,
+    /// OTLP/HTTP listen address (`127.0.0.1:4318`), bound exactly as written.
+    pub http: Option<SocketAddr>,
+    /// The largest request accepted, compressed and decompressed (default 4 MiB, what
+    /// gRPC servers and the Collector accept).
+    pub max_request_bytes: usize,
+}
+
+/// The default `otlp_receiver.max_request_bytes`.
+pub const DEFAULT_OTLP_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// The `source` label of the records the OTLP receiver makes from the app's spans.
+pub const OTLP_SOURCE: &str = "otlp";
 
 /// Where deployments are detected from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -265,6 +286,7 @@ impl Config {
                 "http://127.0.0.1:9777".into(),
             ),
             export: ExportConfig::default(),
+            otlp_receiver: None,
             warnings: Vec::new(),
         }
     }

@@ -1,9 +1,6 @@
 //! Phase one of configuration: the YAML as typed, with the position of every value, so
 //! that phase two (`validate`) can report each problem as `file:line:col`. Everything is
 //! optional here; defaults and checks live in `validate`.
-//!
-//! Sections of later milestones (`otlp_receiver`) are accepted as opaque values so that a
-//! config written against SPEC loads; `validate` warns that they are not active yet.
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -53,7 +50,7 @@ pub(super) struct RawConfig {
     pub(super) logs: Option<Vec<Spanned<RawLogSource>>>,
     pub(super) export: Option<RawExport>,
     pub(super) probes: Option<Vec<Spanned<RawProbe>>>,
-    pub(super) otlp_receiver: Option<Spanned<serde_json::Value>>,
+    pub(super) otlp_receiver: Option<Spanned<RawOtlpReceiver>>,
     pub(super) deployments: Option<Spanned<RawDeployments>>,
     pub(super) rules: Option<Spanned<RawRules>>,
     pub(super) alerting: Option<Spanned<RawAlerting>>,
@@ -120,6 +117,15 @@ pub(super) struct RawExpect {
     pub(super) status: Option<Spanned<Vec<S>>>,
     pub(super) body_json: Option<Spanned<serde_json::Value>>,
     pub(super) max_latency: Option<S>,
+}
+
+/// `otlp_receiver:`: where the app's own OTel SDK sends (`off` or empty: that server
+/// is not started).
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawOtlpReceiver {
+    pub(super) grpc: Option<S>,
+    pub(super) http: Option<S>,
+    pub(super) max_request_bytes: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +240,8 @@ pub(super) struct RawOtlp {
     pub(super) endpoint: Option<S>,
     pub(super) protocol: Option<S>,
     pub(super) headers: Option<Spanned<std::collections::BTreeMap<String, S>>>,
+    /// `headers`' `*_file` twin: `key=value` pairs as in `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub(super) headers_file: Option<S>,
     pub(super) compression: Option<S>,
     pub(super) timeout: Option<S>,
     pub(super) ca_file: Option<S>,

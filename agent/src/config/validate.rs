@@ -9,13 +9,13 @@ use serde_saphyr::Location;
 
 use super::raw::{
     Node, RawAlerting, RawAlertmanager, RawConfig, RawDeployments, RawEmail, RawFieldNames,
-    RawInhibitRule, RawLogSource, RawOtlp, RawProbe, RawReceiver, RawRedact, RawRoute, RawRules,
-    RawWebhook, S,
+    RawInhibitRule, RawLogSource, RawOtlp, RawOtlpReceiver, RawProbe, RawReceiver, RawRedact,
+    RawRoute, RawRules, RawWebhook, S,
 };
 use super::{
     ApiConfig, Config, ConfigError, ConfigErrors, DeploymentsConfig, DetectSource, DropFilter,
-    ExportConfig, LogSourceConfig, ProbeConfig, REDACTED, RedactRule, RedactTarget, RulesConfig,
-    Secret, ServiceConfig, StartAt,
+    ExportConfig, LogSourceConfig, OtlpReceiverConfig, ProbeConfig, REDACTED, RedactRule,
+    RedactTarget, RulesConfig, Secret, ServiceConfig, StartAt,
 };
 use crate::export::otlp::config::{Compression, OtlpFileSettings, Protocol, Signals};
 use crate::notify::config::{
@@ -216,12 +216,14 @@ fn known_keys(section: &[&str]) -> &'static [&'static str] {
             "send_resolved",
         ],
         ["alerting", "inhibit_rules"] => &["source_matchers", "target_matchers", "equal"],
+        ["otlp_receiver"] => &["grpc", "http", "max_request_bytes"],
         ["export"] => &["file", "stdout", "blackhole", "otlp"],
         ["export", "file"] => &["path"],
         ["export", "otlp"] => &[
             "endpoint",
             "protocol",
             "headers",
+            "headers_file",
             "compression",
             "timeout",
             "ca_file",
@@ -499,14 +501,120 @@ impl Ctx {
         }
     }
 
-    fn warn_inactive(&mut self, what: &str, at: Option<Location>) {
-        if let Some(at) = at {
-            self.warnings.push(format!(
-                "{}:{}:{}: `{what}` is accepted but not active in this version of sidewatch",
-                self.file.display(),
-                at.line(),
-                at.column()
-            ));
+    /// A warning at a place in the file (the column as written, before `${VAR}`
+    /// expansion).
+    fn warn_at(&mut self, at: Location, message: &str) {
+        let line = at.line().max(1);
+        let column = self.columns.original(line, at.column().max(1));
+        self.warnings.push(format!(
+            "{}:{line}:{column}: {message}",
+            self.file.display()
+        ));
+    }
+
+    /// `otlp_receiver:`. `None` when neither server is on.
+    fn otlp_receiver(
+        &mut self,
+        raw: RawOtlpReceiver,
+        at: Location,
+        api_listen: SocketAddr,
+        logs: &[LogSourceConfig],
+    ) -> Option<OtlpReceiverConfig> {
+        let grpc = self.receiver_listen(raw.grpc.as_ref(), "grpc", "127.0.0.1:4317");
+        let http = self.receiver_listen(raw.http.as_ref(), "http", "127.0.0.1:4318");
+        let max_request_bytes = self.size(
+            raw.max_request_bytes.as_ref(),
+            super::DEFAULT_OTLP_MAX_REQUEST_BYTES,
+            1024,
+            256 * 1024 * 1024,
+        );
+        // Two listeners on one port fail at bind time; say so here, at the value.
+        let overlaps = |a: SocketAddr, b: SocketAddr| {
+            a.port() != 0
+                && a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        };
+        for (addr, value, key) in [
+            (grpc, raw.grpc.as_ref(), "grpc"),
+            (http, raw.http.as_ref(), "http"),
+        ] {
+            let (Some(addr), Some(value)) = (addr, value) else {
+                continue;
+            };
+            if overlaps(addr, api_listen) {
+                self.error_at(
+                    value.referenced,
+                    format!("`otlp_receiver.{key}` {addr} is also `api.listen`"),
+                    Some("give each server its own port".into()),
+                );
+            }
+            if key == "http"
+                && let Some(grpc) = grpc
+                && overlaps(addr, grpc)
+            {
+                self.error_at(
+                    value.referenced,
+                    format!("`otlp_receiver.http` {addr} is also `otlp_receiver.grpc`"),
+                    Some("OTLP's defaults are 4317 for gRPC and 4318 for HTTP".into()),
+                );
+            }
+            if !addr.ip().is_loopback() {
+                self.warn_at(
+                    value.referenced,
+                    &format!(
+                        "`otlp_receiver.{key}` listens on {addr}, beyond this host: anything that reaches it can send data as the app (127.0.0.1 is enough for a sidecar)"
+                    ),
+                );
+            }
+        }
+        if grpc.is_none() && http.is_none() {
+            self.warn_at(
+                at,
+                "`otlp_receiver` has neither `grpc` nor `http`: no OTLP receiver runs",
+            );
+            return None;
+        }
+        if logs.iter().any(|l| &*l.name == super::OTLP_SOURCE) {
+            self.error_at(
+                at,
+                format!(
+                    "the log source name `{}` is taken by `otlp_receiver` (its spans are the stream source=\"{}\")",
+                    super::OTLP_SOURCE,
+                    super::OTLP_SOURCE
+                ),
+                Some("rename that `logs` entry".into()),
+            );
+        }
+        Some(OtlpReceiverConfig {
+            grpc,
+            http,
+            max_request_bytes,
+        })
+    }
+
+    /// One `otlp_receiver` listen address: `IP:PORT`, or `off` / empty for none.
+    fn receiver_listen(
+        &mut self,
+        value: Option<&S>,
+        key: &str,
+        example: &str,
+    ) -> Option<SocketAddr> {
+        let value = value?;
+        let text = self.string(value)?;
+        let text = text.trim();
+        if text.is_empty() || text == "off" || text == "false" {
+            return None;
+        }
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error_at(
+                    value.referenced,
+                    format!("invalid listen address `{text}` for `otlp_receiver.{key}`"),
+                    Some(format!("write it as IP:PORT, e.g. {example}, or `off`")),
+                );
+                None
+            }
         }
     }
 
@@ -653,10 +761,10 @@ impl Ctx {
             Some(d) => self.deployments(d.value),
             None => DeploymentsConfig::default(),
         };
-        self.warn_inactive(
-            "otlp_receiver",
-            raw.otlp_receiver.as_ref().map(|v| v.referenced),
-        );
+        let otlp_receiver = match raw.otlp_receiver {
+            Some(r) => self.otlp_receiver(r.value, r.referenced, api.listen, &logs),
+            None => None,
+        };
         let default_url = format!("http://{}", api.listen);
         let alerting = match raw.alerting {
             Some(a) => self.alerting(a.value, a.referenced, default_url),
@@ -679,6 +787,7 @@ impl Ctx {
             api,
             logs,
             export,
+            otlp_receiver,
             warnings: Vec::new(),
         }
     }
@@ -740,6 +849,34 @@ impl Ctx {
                 list.push((name.to_ascii_lowercase(), Secret::new(text)));
             }
             out.headers = Some(list);
+        }
+        if let Some(file) = raw.headers_file.as_ref() {
+            if let Some(headers) = &raw.headers {
+                self.error_at(
+                    headers.referenced,
+                    "`headers` and `headers_file` are both set",
+                    Some("keep one: `headers_file` reads them from a file".into()),
+                );
+            } else if let Some(text) = self.secret(None, Some(file), "headers") {
+                // One pair a line or comma-separated, percent-encoded: the format of
+                // OTEL_EXPORTER_OTLP_HEADERS. The file's text is never repeated.
+                let joined = text.expose().replace(['\n', '\r'], ",");
+                match crate::export::otlp::config::parse_key_values(&joined) {
+                    Some(pairs) => {
+                        out.headers = Some(
+                            pairs
+                                .into_iter()
+                                .map(|(k, v)| (k.to_ascii_lowercase(), Secret::new(v)))
+                                .collect(),
+                        )
+                    }
+                    None => self.error_at(
+                        file.referenced,
+                        "`headers_file` is not a list of key=value pairs",
+                        Some("one `api-key=…` a line, or comma-separated, as in OTEL_EXPORTER_OTLP_HEADERS".into()),
+                    ),
+                }
+            }
         }
         if raw.timeout.is_some() {
             out.timeout = Some(self.duration(raw.timeout.as_ref(), Duration::from_secs(10)));
@@ -2022,6 +2159,41 @@ grace_period: ${UNSET}
     }
 
     #[test]
+    fn otlp_headers_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sidewatch.yaml");
+        std::fs::write(dir.path().join("h"), "X-Api-Key=s3cr%3Dt\nteam=pay\n").unwrap();
+        std::fs::write(dir.path().join("bad"), "no-equals-sign-s3cr3t\n").unwrap();
+        let no_env = |_: &str| None;
+        let yaml = "export: { otlp: { endpoint: http://c:4318, headers_file: h } }\n";
+        let otlp = load_str(yaml, &path, &no_env).unwrap().export.otlp.unwrap();
+        let headers: Vec<(&str, &str)> = otlp
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        assert_eq!(headers, [("x-api-key", "s3cr=t"), ("team", "pay")]);
+        for (yaml, expected) in [
+            (
+                "export: { otlp: { endpoint: http://c, headers_file: bad } }\n",
+                "`headers_file` is not a list of key=value pairs",
+            ),
+            (
+                "export: { otlp: { endpoint: http://c, headers_file: nope } }\n",
+                "cannot read `headers_file`",
+            ),
+            (
+                "export: { otlp: { endpoint: http://c, headers: { a: b }, headers_file: h } }\n",
+                "`headers` and `headers_file` are both set",
+            ),
+        ] {
+            let errors = load_str(yaml, &path, &no_env).unwrap_err().to_string();
+            assert!(errors.contains(expected), "{errors}");
+            assert!(!errors.contains("s3cr"), "the file's text leaked: {errors}");
+        }
+    }
+
+    #[test]
     fn export_otlp_section() {
         let env = |name: &str| match name {
             "KEY" => Some("hunter2".to_string()),
@@ -2095,5 +2267,78 @@ export:
         assert_eq!(parse_size("1 parsec"), None);
         assert_eq!(did_you_mean("structlg", Format::NAMES), Some("structlog"));
         assert_eq!(did_you_mean("xml", Format::NAMES), None);
+    }
+
+    #[test]
+    fn otlp_receiver_section() {
+        let no_env = |_: &str| None;
+        let path = Path::new("sidewatch.yaml");
+        let config = load_str(
+            "otlp_receiver: { grpc: 127.0.0.1:4317, http: 127.0.0.1:4318 }\n",
+            path,
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            config.otlp_receiver,
+            Some(OtlpReceiverConfig {
+                grpc: Some("127.0.0.1:4317".parse().unwrap()),
+                http: Some("127.0.0.1:4318".parse().unwrap()),
+                max_request_bytes: 4 << 20,
+            })
+        );
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        let config = load_str(
+            "otlp_receiver: { grpc: off, max_request_bytes: 1MiB }\notlp_b: 1\n",
+            path,
+            &no_env,
+        );
+        let errors = config.unwrap_err().to_string();
+        assert!(
+            errors.starts_with("sidewatch.yaml:2:1: unknown key `otlp_b`"),
+            "{errors}"
+        );
+        let config = load_str(
+            "otlp_receiver: { http: 127.0.0.1:4318, grpc: off, max_request_bytes: 1MiB }\n",
+            path,
+            &no_env,
+        )
+        .unwrap();
+        let receiver = config.otlp_receiver.unwrap();
+        assert_eq!((receiver.grpc, receiver.max_request_bytes), (None, 1 << 20));
+        let config = load_str("otlp_receiver: { grpc: \"\" }\n", path, &no_env).unwrap();
+        assert!(config.otlp_receiver.is_none());
+        assert!(
+            config.warnings[0].contains("neither `grpc` nor `http`"),
+            "{:?}",
+            config.warnings
+        );
+        let config = load_str("otlp_receiver: { grpc: 0.0.0.0:4317 }\n", path, &no_env).unwrap();
+        assert!(
+            config.warnings[0].contains("beyond this host"),
+            "{:?}",
+            config.warnings
+        );
+        let yaml = "\
+api: { listen: 127.0.0.1:4318 }
+logs: [ { name: otlp, paths: [a.log] } ]
+otlp_receiver:
+  grpc: localhost:4317
+  http: 127.0.0.1:4318
+  max_request_bytes: lots
+  tls: true
+";
+        insta::assert_snapshot!(load_str(yaml, path, &no_env).unwrap_err().to_string(), @r#"
+        sidewatch.yaml:4:3: the log source name `otlp` is taken by `otlp_receiver` (its spans are the stream source="otlp")
+          hint: rename that `logs` entry
+        sidewatch.yaml:4:9: invalid listen address `localhost:4317` for `otlp_receiver.grpc`
+          hint: write it as IP:PORT, e.g. 127.0.0.1:4317, or `off`
+        sidewatch.yaml:5:9: `otlp_receiver.http` 127.0.0.1:4318 is also `api.listen`
+          hint: give each server its own port
+        sidewatch.yaml:6:22: invalid size `lots`
+          hint: write it like 64KiB, 1MiB or 1048576
+        sidewatch.yaml:7:3: unknown key `tls` in `otlp_receiver`
+          hint: expected one of: grpc, http, max_request_bytes
+        "#);
     }
 }

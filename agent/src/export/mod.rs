@@ -213,6 +213,11 @@ impl SinkStage {
         let Some(export) = self.otlp.as_mut() else {
             return;
         };
+        // The OTLP receiver's span records: the spans themselves are relayed as traces,
+        // so they do not go to the collector a second time as log records.
+        if &*batch.source == crate::config::OTLP_SOURCE {
+            return;
+        }
         let events = &self.events;
         export.append(batch, |e| {
             events.error("otlp_queue_write_failed", &format!("{e}; retrying"));
