@@ -9,6 +9,7 @@ agent/tests/configs/*.yaml, agent/tests/rules/*.yaml and the hand-written seeds 
 fuzz/seeds/<target>/. The corpora are generated, not committed (.gitignore).
 Needs: structlog and PyYAML (the test venv, .venv, has both).
 """
+import base64
 import hashlib
 import json
 import pathlib
@@ -22,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 GEN = ROOT.parent / "shared" / "bench" / "gen_corpus.py"
 CORPUS = ROOT / "fuzz" / "corpus"
 TARGETS = ["parse_structlog", "parse_json", "parse_logfmt", "parse_text", "rule_expr",
-           "rule_file", "rule_test_file", "config", "matcher", "template"]
+           "rule_file", "rule_test_file", "config", "matcher", "template", "otlp_spans"]
 
 
 def app_lines(count=300):
@@ -132,6 +133,23 @@ def main():
     write("config", [p.read_bytes() for p in configs])
     write("matcher", sorted(matchers))
     write("template", sorted(templates))
+    # The OTLP receiver's requests: the hand-written JSON seeds, and each as protobuf.
+    write("otlp_spans", [otlp_protobuf(p.read_text()) for p in sorted((ROOT / "fuzz/seeds/otlp_spans").glob("*.json"))])
+
+
+def otlp_protobuf(text):
+    """An OTLP/JSON traces request as protobuf bytes (official opentelemetry-proto)."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    # OTLP/JSON writes ids as hex, protobuf's JSON mapping as base64.
+    doc = json.loads(text)
+    for rs in doc.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for span in ss.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    return json_format.ParseDict(doc, ExportTraceServiceRequest()).SerializeToString()
 
 
 if __name__ == "__main__":

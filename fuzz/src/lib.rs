@@ -96,3 +96,41 @@ fn push_record(batch: &mut LogBatch, parser: &LineParser, line: &[u8], offset: u
     parser.parse(&mut batch.buf, span, &mut batch.fields, &mut record);
     batch.records.push(record);
 }
+
+/// Arbitrary bytes as an OTLP/HTTP traces request (protobuf, then JSON), the way the
+/// OTLP receiver takes it: its resources enriched, its server and root spans turned into
+/// `{source="otlp"}` records, each written as the JSON output (which must be valid).
+pub fn otlp_spans(data: &[u8]) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    use sidewatch::sources::otlp_receiver::{ResourceDefaults, enrich, span_records};
+
+    let mut requests = Vec::new();
+    if let Ok(request) = ExportTraceServiceRequest::decode(data) {
+        requests.push(request);
+    }
+    if let Ok(request) = serde_json::from_slice::<ExportTraceServiceRequest>(data) {
+        requests.push(request);
+    }
+    let defaults = ResourceDefaults {
+        service_name: "checkout-api".into(),
+        environment: "fuzz".into(),
+    };
+    for mut request in requests {
+        let source: Arc<str> = Arc::from("otlp");
+        let mut batch = LogBatch::new(source);
+        span_records(&mut batch, &request.resource_spans, "checkout-api", "version", 1);
+        let mut out = Vec::new();
+        for record in &batch.records {
+            out.clear();
+            write_record(&mut out, &batch, record, Some("v1.2.3"));
+            assert_eq!(out.last(), Some(&b'\n'), "a record is one line");
+            assert_valid_json(&out[..out.len() - 1]);
+        }
+        std::hint::black_box(touch_every_field(&batch));
+        for resource_spans in &mut request.resource_spans {
+            enrich(&mut resource_spans.resource, &defaults, Some("1.4.2"));
+        }
+        std::hint::black_box(request.encode_to_vec());
+    }
+}
