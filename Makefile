@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test setup lint unit rules e2e bench bench-verify bench-notify fuzz
+.PHONY: demo test setup lint unit rules e2e bench bench-verify bench-notify fuzz image
 
 ## demo: a good and a bad deployment of the example app: verdicts, the alert email and webhook, the status page
 demo: setup
@@ -55,3 +55,7 @@ bench-notify: setup
 FUZZ_SECONDS ?= 600
 fuzz:
 	bench/fuzz.sh $(FUZZ_SECONDS)
+
+## image: the container image (deploy/Dockerfile; the public rust and scratch bases)
+image:
+	docker build -f deploy/Dockerfile -t sidewatch .
