@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test setup lint unit rules e2e bench bench-verify bench-notify fuzz image
+.PHONY: demo test setup lint unit rules e2e bench bench-verify bench-notify bench-overload bench-soak bench-outage fuzz image
 
 ## demo: a good and a bad deployment of the example app: verdicts, the alert email and webhook, the status page
 demo: setup
@@ -49,6 +49,21 @@ bench-verify: setup
 bench-notify: setup
 	$(CARGO) build --release -p sidewatch
 	.venv/bin/python bench/notify_latency.py
+
+## bench-overload: 10× the pipeline's capacity, several writers, fast rotation (BENCHMARKS "Overload")
+bench-overload: setup
+	$(CARGO) build --release -p sidewatch
+	.venv/bin/python bench/overload.py
+
+## bench-soak: one hour at 5,000 lines/s, rotation every minute, collector outages (BENCHMARKS "Soak")
+bench-soak: setup
+	$(CARGO) build --release -p sidewatch
+	.venv/bin/python bench/soak.py
+
+## bench-outage: the collector away for 2 minutes at ~2,000 lines/s (BENCHMARKS "OTLP export")
+bench-outage: setup
+	$(CARGO) build --release -p sidewatch
+	.venv/bin/python bench/otlp_outage.py
 
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (default 600; nightly + cargo-fuzz);
 ## prints executions and crashes, fails if any crash exists

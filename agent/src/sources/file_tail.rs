@@ -391,16 +391,33 @@ impl FileTail {
             let mut read_any = false;
             let keys: Vec<(u64, u64)> = self.files.keys().copied().collect();
             for key in keys {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                // A file's turn is FILE_TURN_BYTES over all the batches it fills: a file
+                // written faster than it is read must not keep the others, the rescan
+                // (new files, rotations) and the shutdown waiting.
+                let mut turn = FILE_TURN_BYTES;
                 loop {
-                    match self.read_file(key, &mut batch, &mut tally) {
+                    match self.read_file(key, &mut batch, &mut tally, turn) {
                         Ok(ReadResult::Done { bytes }) => {
                             read_any |= bytes > 0;
                             break;
                         }
-                        Ok(ReadResult::BatchFull) => {
+                        Ok(ReadResult::BatchFull { bytes }) => {
                             read_any = true;
                             if !self.send(&out, &mut batch, &mut tally, &new_batch) {
                                 return;
+                            }
+                            // A file created or renamed meanwhile is opened now, not after
+                            // the pass: once open, a rotation that deletes it loses nothing.
+                            if self.waker.rescan.swap(false, Ordering::Relaxed) {
+                                self.rescan(false, &mut batch);
+                                last_rescan = Instant::now();
+                            }
+                            turn = turn.saturating_sub(bytes);
+                            if turn == 0 || shutdown.is_cancelled() {
+                                break;
                             }
                         }
                         Err(e) => {
@@ -650,6 +667,7 @@ impl FileTail {
         key: (u64, u64),
         batch: &mut LogBatch,
         tally: &mut Tally,
+        turn: u64,
     ) -> std::io::Result<ReadResult> {
         let Some(tracked) = self.files.get_mut(&key) else {
             return Ok(ReadResult::Done { bytes: 0 });
@@ -716,7 +734,7 @@ impl FileTail {
             &mut emitter,
             batch,
             max_line,
-            FILE_TURN_BYTES,
+            turn,
         )?;
         if stop == Stop::Eof
             && let Some(draining) = tracked.draining.take()
@@ -736,7 +754,7 @@ impl FileTail {
             );
         }
         let mut result = if stop == Stop::Full {
-            ReadResult::BatchFull
+            ReadResult::BatchFull { bytes: total }
         } else {
             ReadResult::Done { bytes: 0 }
         };
@@ -940,8 +958,14 @@ struct Draining {
 }
 
 enum ReadResult {
-    Done { bytes: u64 },
-    BatchFull,
+    Done {
+        bytes: u64,
+    },
+    /// The batch is full after `bytes` of this turn: send it, then go on if the turn
+    /// has bytes left.
+    BatchFull {
+        bytes: u64,
+    },
 }
 
 /// The index of `tracked`'s mark in `batch.files`, adding one if needed.
