@@ -87,6 +87,15 @@ const TARGET_RULES_RATIO: f64 = 0.8;
 /// Rounds of a run without rules followed by one with rules.
 const DEFAULT_ROUNDS: usize = 3;
 
+/// The `export:` line of the runs that measure the pipeline itself.
+const BLACKHOLE: &str = "export: { blackhole: true }";
+/// The OTLP runs' in-memory queue (`export.otlp.queue.memory`, the default) and the
+/// issue's bound on their peak RSS: that much plus 25 MiB.
+const OTLP_QUEUE_MEMORY_MIB: f64 = 16.0;
+const OTLP_RSS_HEADROOM_MIB: f64 = 25.0;
+/// OTLP export's throughput relative to the blackhole exporter's.
+const TARGET_OTLP_RATIO: f64 = 0.5;
+
 /// The metric whose sum says how many records the sink stage has passed on (rules ingest
 /// there, so a run ends when the sink, not the tail, has seen the last line).
 const SINK_SENT_METRIC: &str = "sidewatch_component_sent_events_total";
@@ -228,6 +237,8 @@ fn run_bench() -> BenchResult<()> {
         // A config without `rules:` runs the built-in pack: say "none" explicitly.
         rules: "rules: { files: [] }".into(),
         evaluated: false,
+        export: BLACKHOLE.into(),
+        receiver: None,
     };
     let with_rules = AgentRun {
         name: "rules",
@@ -237,6 +248,8 @@ fn run_bench() -> BenchResult<()> {
             quoted(&extra)
         ),
         evaluated: true,
+        export: BLACKHOLE.into(),
+        receiver: None,
     };
     let by_path = AgentRun {
         name: "by-path",
@@ -245,6 +258,8 @@ fn run_bench() -> BenchResult<()> {
             quoted(&cardinality_rules)
         ),
         evaluated: true,
+        export: BLACKHOLE.into(),
+        receiver: None,
     };
     let unbounded = AgentRun {
         name: "by-path-unbounded",
@@ -253,7 +268,23 @@ fn run_bench() -> BenchResult<()> {
             quoted(&cardinality_rules)
         ),
         evaluated: true,
+        export: BLACKHOLE.into(),
+        receiver: None,
     };
+    if std::env::var("SIDEWATCH_BENCH_SUITE").as_deref() == Ok("otlp") {
+        let result = run_otlp_suite(
+            agent_bin,
+            &scratch.path,
+            &corpus,
+            &no_rules,
+            rounds,
+            clk_tck,
+        );
+        if result.is_err() {
+            scratch.keep();
+        }
+        return result;
+    }
     // The runs without and with rules alternate, `rounds` times, so that a neighbour's
     // burst of work weighs on both; the cardinality runs come once at the end. Every run
     // but the first gets fresh timestamps, so that its records fall in the windows.
@@ -334,6 +365,238 @@ fn run_bench() -> BenchResult<()> {
     Ok(())
 }
 
+/// OTLP export against the blackhole exporter: `rounds` alternations of a run without
+/// rules into the blackhole and one exporting over OTLP/HTTP (no compression) to a
+/// receiver in this process that decodes every request and counts its records; then one
+/// run with gzip. A run ends when the receiver has counted every line.
+fn run_otlp_suite(
+    bin: &Path,
+    dir: &Path,
+    corpus: &Corpus,
+    blackhole: &AgentRun,
+    rounds: usize,
+    clk_tck: u64,
+) -> BenchResult<()> {
+    let otlp_run = |name: &'static str, compression: &str| -> BenchResult<AgentRun> {
+        let counter = otlp_receiver::Counter::start()?;
+        Ok(AgentRun {
+            name,
+            rules: "rules: { files: [] }".into(),
+            evaluated: false,
+            export: format!(
+                "export: {{ otlp: {{ endpoint: \"http://127.0.0.1:{}\", compression: {compression}, \
+                 signals: [logs], queue: {{ memory: {}MiB }} }} }}",
+                counter.port, OTLP_QUEUE_MEMORY_MIB as u64
+            ),
+            receiver: Some(counter),
+        })
+    };
+    // Every run starts from an empty data_dir, so none resumes from another's checkpoints.
+    let fresh = |run: &AgentRun| {
+        let _ = fs::remove_dir_all(dir.join(format!("{}-data", run.name)));
+    };
+    let mut blackholes = Vec::new();
+    let mut plains = Vec::new();
+    for _ in 0..rounds {
+        eprintln!("sidewatch: tailing the corpus into the blackhole exporter ...");
+        fresh(blackhole);
+        blackholes.push(run_agent(bin, dir, blackhole, corpus, clk_tck)?);
+        let run = otlp_run("otlp", "none")?;
+        fresh(&run);
+        eprintln!("sidewatch: exporting the corpus over OTLP/HTTP (no compression) ...");
+        plains.push(run_agent(bin, dir, &run, corpus, clk_tck)?);
+        let received = run.receiver.as_ref().map(|r| r.stats()).unwrap_or_default();
+        eprintln!(
+            "  receiver: {} requests, {:.1} MB of protobuf, {} records",
+            received.0,
+            received.1 as f64 / 1e6,
+            received.2
+        );
+    }
+    let gzip = otlp_run("otlp-gzip", "gzip")?;
+    fresh(&gzip);
+    eprintln!("sidewatch: exporting the corpus over OTLP/HTTP with gzip ...");
+    let gzipped = run_agent(bin, dir, &gzip, corpus, clk_tck)?;
+    let gzip_stats = gzip
+        .receiver
+        .as_ref()
+        .map(|r| r.stats())
+        .unwrap_or_default();
+
+    let blackhole = median_run(&blackholes).ok_or("internal: no blackhole run")?;
+    let plain = median_run(&plains).ok_or("internal: no OTLP run")?;
+    println!("{}", table_header());
+    println!(
+        "{}",
+        table_row(corpus, "blackhole (median)", &blackhole.measurement)
+    );
+    println!(
+        "{}",
+        table_row(corpus, "OTLP/HTTP (median)", &plain.measurement)
+    );
+    println!(
+        "{}",
+        table_row(corpus, "OTLP/HTTP gzip", &gzipped.measurement)
+    );
+    for (name, runs) in [("blackhole", &blackholes), ("OTLP", &plains)] {
+        let walls: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.2}", r.measurement.wall_s))
+            .collect();
+        println!("{name} runs' wall s: {}", walls.join(", "));
+    }
+    let ratio = blackhole.measurement.wall_s / plain.measurement.wall_s;
+    println!(
+        "OTLP throughput / blackhole: {:.1}%  (target ≥ {:.0}%)  {}",
+        ratio * 100.0,
+        TARGET_OTLP_RATIO * 100.0,
+        mark(ratio >= TARGET_OTLP_RATIO)
+    );
+    let bound = OTLP_QUEUE_MEMORY_MIB + OTLP_RSS_HEADROOM_MIB;
+    for (name, m) in [
+        ("OTLP", &plain.measurement),
+        ("OTLP gzip", &gzipped.measurement),
+    ] {
+        let peak = mib(m.peak_rss_kib);
+        println!(
+            "{name} peak RSS: {peak:.1} MiB  (target ≤ queue.memory {OTLP_QUEUE_MEMORY_MIB} MiB + \
+             {OTLP_RSS_HEADROOM_MIB} MiB = {bound} MiB)  {}",
+            mark(peak <= bound)
+        );
+    }
+    println!(
+        "gzip: {:.1}% of the blackhole's throughput; {:.1} MB on the wire for {} records",
+        100.0 * blackhole.measurement.wall_s / gzipped.measurement.wall_s,
+        gzip_stats.1 as f64 / 1e6,
+        gzip_stats.2
+    );
+    Ok(())
+}
+
+/// A receiver that only decodes and counts: OTLP/HTTP `POST /v1/logs` on a std listener,
+/// one thread per connection (keep-alive), gzip bodies inflated, every request decoded
+/// with opentelemetry-proto's types, answered 200 with an empty `ExportLogsServiceResponse`.
+mod otlp_receiver {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use prost::Message as _;
+
+    #[derive(Default)]
+    pub(crate) struct Counter {
+        pub(crate) port: u16,
+        requests: AtomicU64,
+        /// Protobuf bytes as they arrived (compressed when gzip).
+        wire_bytes: AtomicU64,
+        records: AtomicU64,
+    }
+
+    impl Counter {
+        pub(crate) fn start() -> Result<Arc<Counter>, String> {
+            let listener =
+                TcpListener::bind("127.0.0.1:0").map_err(|e| format!("receiver: {e}"))?;
+            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            let counter = Arc::new(Counter {
+                port,
+                ..Counter::default()
+            });
+            let shared = counter.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let shared = shared.clone();
+                    std::thread::spawn(move || serve(stream, &shared));
+                }
+            });
+            Ok(counter)
+        }
+
+        pub(crate) fn records(&self) -> u64 {
+            self.records.load(Ordering::Relaxed)
+        }
+
+        /// (requests, wire bytes, records).
+        pub(crate) fn stats(&self) -> (u64, u64, u64) {
+            (
+                self.requests.load(Ordering::Relaxed),
+                self.wire_bytes.load(Ordering::Relaxed),
+                self.records(),
+            )
+        }
+    }
+
+    fn serve(stream: TcpStream, counter: &Counter) {
+        let _ = stream.set_nodelay(true);
+        let Ok(mut writer) = stream.try_clone() else {
+            return;
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, stream);
+        let mut body = Vec::new();
+        let mut inflated = Vec::new();
+        loop {
+            let mut length = 0usize;
+            let mut gzip = false;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let header = line.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                let lower = header.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                } else if lower.starts_with("content-encoding:") && lower.contains("gzip") {
+                    gzip = true;
+                }
+            }
+            body.resize(length, 0);
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let payload: &[u8] = if gzip {
+                inflated.clear();
+                if flate2::read::GzDecoder::new(&body[..])
+                    .read_to_end(&mut inflated)
+                    .is_err()
+                {
+                    return;
+                }
+                &inflated
+            } else {
+                &body
+            };
+            let records = match ExportLogsServiceRequest::decode(payload) {
+                Ok(request) => request
+                    .resource_logs
+                    .iter()
+                    .flat_map(|rl| &rl.scope_logs)
+                    .map(|sl| sl.log_records.len() as u64)
+                    .sum::<u64>(),
+                Err(e) => {
+                    eprintln!("receiver: undecodable request: {e}");
+                    0
+                }
+            };
+            counter.requests.fetch_add(1, Ordering::Relaxed);
+            counter
+                .wire_bytes
+                .fetch_add(length as u64, Ordering::Relaxed);
+            counter.records.fetch_add(records, Ordering::Relaxed);
+            let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+            if writer.write_all(reply).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// One agent configuration measured over the corpus.
 struct AgentRun {
     name: &'static str,
@@ -342,6 +605,11 @@ struct AgentRun {
     /// Whether to wait, after the last record, for an evaluation of the rules and read
     /// the rules' metrics.
     evaluated: bool,
+    /// The config's `export:` line.
+    export: String,
+    /// When set, the run ends when this receiver has counted every line (OTLP export),
+    /// not when the sink has passed them on.
+    receiver: Option<std::sync::Arc<otlp_receiver::Counter>>,
 }
 
 struct AgentResult {
@@ -676,6 +944,7 @@ impl Agent {
         name: &str,
         log_glob: &Path,
         rules: &str,
+        export: &str,
     ) -> BenchResult<Agent> {
         let port = free_port()?;
         let data_dir = dir.join(format!("{name}-data"));
@@ -688,7 +957,7 @@ impl Agent {
             "data_dir: {data}\n\
              api: {{ listen: 127.0.0.1:{port} }}\n\
              logs:\n  - {{ name: app, paths: [{glob}], format: structlog, start_at: beginning }}\n\
-             export: {{ blackhole: true }}\n\
+             {export}\n\
              {rules}\n",
             data = quoted(&data_dir),
             glob = quoted(log_glob),
@@ -776,20 +1045,23 @@ fn run_agent(
     corpus: &Corpus,
     clk_tck: u64,
 ) -> BenchResult<AgentResult> {
-    let mut agent = Agent::start(bin, dir, run.name, &corpus.path, &run.rules)?;
+    let mut agent = Agent::start(bin, dir, run.name, &corpus.path, &run.rules, &run.export)?;
     let target = corpus.lines as f64;
     let mut last_count = -1.0;
     let mut last_progress = Instant::now();
     let mut last_report = Instant::now();
     loop {
         agent.check_alive()?;
-        let count = match http_get(agent.port, "/metrics") {
-            Ok((200, body)) => Some(sum_metric_where(
-                &String::from_utf8_lossy(&body),
-                SINK_SENT_METRIC,
-                SINK_LABEL,
-            )),
-            _ => None, // Not listening yet, or a transient error: try again.
+        let count = match &run.receiver {
+            Some(receiver) => Some(receiver.records() as f64),
+            None => match http_get(agent.port, "/metrics") {
+                Ok((200, body)) => Some(sum_metric_where(
+                    &String::from_utf8_lossy(&body),
+                    SINK_SENT_METRIC,
+                    SINK_LABEL,
+                )),
+                _ => None, // Not listening yet, or a transient error: try again.
+            },
         };
         let now = Instant::now();
         if let Some(count) = count {
@@ -805,7 +1077,7 @@ fn run_agent(
                     .map_err(|e| format!("reading /proc/{pid}/task: {e}"))?;
                 if count > target {
                     eprintln!(
-                        "warning: the sink passed on {count} records for {} lines: lines counted twice?",
+                        "warning: {count} records passed on for {} lines: lines counted twice?",
                         corpus.lines
                     );
                 }
@@ -918,7 +1190,7 @@ fn run_idle(bin: &Path, dir: &Path, clk_tck: u64) -> BenchResult<Idle> {
     let logs = dir.join("idle");
     fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
     // No `rules:` line: the agent as shipped, with the built-in rule pack.
-    let mut agent = Agent::start(bin, dir, "idle", &logs.join("*.log"), "")?;
+    let mut agent = Agent::start(bin, dir, "idle", &logs.join("*.log"), "", BLACKHOLE)?;
     loop {
         agent.check_alive()?;
         if let Ok((200, _)) = http_get(agent.port, "/readyz") {
