@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test setup lint unit rules e2e bench bench-verify bench-notify bench-overload bench-soak bench-outage fuzz image
+.PHONY: demo test setup lint unit rules e2e bench bench-verify bench-notify bench-otlp bench-overload bench-soak bench-outage fuzz image
 
 ## demo: a good and a bad deployment of the example app: verdicts, the alert email and webhook, the status page
 demo: setup
@@ -49,6 +49,10 @@ bench-verify: setup
 bench-notify: setup
 	$(CARGO) build --release -p sidewatch
 	.venv/bin/python bench/notify_latency.py
+
+## bench-otlp: OTLP export of the 2M-line corpus to a counting receiver against the blackhole
+bench-otlp: setup
+	SIDEWATCH_BENCH_SUITE=otlp SIDEWATCH_BENCH_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) bench -p sidewatch --bench pipeline
 
 ## bench-overload: 10× the pipeline's capacity, several writers, fast rotation (BENCHMARKS "Overload")
 bench-overload: setup
