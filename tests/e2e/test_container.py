@@ -34,6 +34,7 @@ import requests
 
 from harness import free_port, parse_prometheus, sidewatch_bin, to_yaml, wait_stable, wait_until
 from harness.docker import REPO, Dockerd, Images, require_prerequisites
+from harness.traffic import verifications
 
 COMPOSE_FILE = REPO / "deploy" / "compose" / "docker-compose.yaml"
 MAX_IMAGE_BYTES = 40 * 1000 * 1000  # "under 40 MB", as docker reports sizes
@@ -49,24 +50,7 @@ groups:
           sum by (path) (count_over_time({source="app"} | event="request finished" | status >= 500 [10s]))
           /
           sum by (path) (count_over_time({source="app"} | event="request finished" [10s]))
-verifications:
-  - name: error-ratio
-    kind: ratio
-    numerator:   '{source="app"} | event="request finished" | status >= 500'
-    denominator: '{source="app"} | event="request finished"'
-    max_increase: 1.5x
-    min_samples: 50
-  - name: latency
-    kind: distribution
-    query: '{source="app"} | event="request finished" | unwrap duration_ms'
-    quantile: 0.95
-    max_increase: 1.25x
-    min_samples: 50
-  - name: health
-    kind: probe
-    probe: health
-    max_failures: 0
-"""
+""" + verifications(checks=("error-ratio", "latency", "health"))
 
 # 1.0.0: 1 call in 50 fails. 1.1.0: 40% fail and every call is 40ms slower.
 V1 = {"APP_ERROR_RATIO": "0.02"}

@@ -32,27 +32,9 @@ import requests
 
 from harness import Agent, OtlpReceiver, StructlogApp, WebhookReceiver, wait_until
 from harness.otlp_spans import STATUS_ERROR, STATUS_UNSET, spans
+from harness.traffic import verifications
 
-RULES = """\
-groups: []
-verifications:
-  - name: error-ratio
-    kind: ratio
-    numerator:   '{source="app"} | event="request finished" | status >= 500'
-    denominator: '{source="app"} | event="request finished"'
-    max_increase: 1.5x
-    min_samples: 50
-  - name: latency
-    kind: distribution
-    query: '{source="app"} | event="request finished" | unwrap duration_ms'
-    quantile: 0.95
-    max_increase: 1.25x
-    min_samples: 50
-  - name: health
-    kind: probe
-    probe: health
-    max_failures: 0
-"""
+RULES = "groups: []\n" + verifications(checks=("error-ratio", "latency", "health"))
 CHECKS = {"error-ratio", "latency", "health"}
 OUR_SPANS = {"deployment.verify", "notification.deliver"}
 # The crates the exporter itself sends through (their spans must never be exported).

@@ -73,10 +73,20 @@ class Traffic:
         self.stop()
 
 
-def verifications(min_samples: int = 50, min_errors: int = 3) -> str:
-    """The default pack's four checks (rules/python-service.yaml) as a rule file's
-    `verifications:` section, with `min_samples` scaled to test traffic (the pack's 100
-    error records per window is for real traffic)."""
+ALL_CHECKS = ("error-ratio", "latency", "new-errors", "health")
+
+
+def verifications(min_samples: int = 50, min_errors: int = 3, checks=ALL_CHECKS) -> str:
+    """The default pack's checks (rules/python-service.yaml; `checks` picks some) as a
+    rule file's `verifications:` section, with `min_samples` scaled to test traffic (the
+    pack's 100 error records per window is for real traffic)."""
+    text = _all_verifications(min_samples, min_errors)
+    entries = text.split("\n  - name: ")[1:]
+    kept = [e for e in entries if e.split("\n", 1)[0] in checks]
+    return "verifications:\n" + "".join("  - name: " + e.rstrip("\n") + "\n" for e in kept)
+
+
+def _all_verifications(min_samples: int, min_errors: int) -> str:
     return f"""\
 verifications:
   - name: error-ratio
