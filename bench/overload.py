@@ -60,7 +60,6 @@ gigabytes, which must not fill a shared disk (`--max-gb` caps the total written)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -84,7 +83,7 @@ from harness.endurance import (  # noqa: E402
     metric,
     proc_memory,
     scratch_dir,
-    table,
+    report,
 )
 
 RULES = """\
@@ -359,19 +358,7 @@ def _run(args, scratch: Path) -> tuple[dict, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    figures, failures = run(args)
-    figures["started"] = started
-    print()
-    print(table([(k, v) for k, v in figures.items()], "overload figures"))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"figures": figures, "failures": failures}, indent=2))
-    if failures:
-        print("\nBROKEN PROMISES:\n- " + "\n- ".join(failures))
-        return 1
-    print("\nall promises held")
-    return 0
+    return report("overload", run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,6 @@ test venv (`tests/requirements.txt`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -85,7 +84,7 @@ from harness.endurance import (  # noqa: E402
     metric,
     proc_memory,
     scratch_dir,
-    table,
+    report,
 )
 
 RULES = """\
@@ -362,19 +361,7 @@ def _run(args, scratch: Path) -> tuple[dict, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    figures, failures = run(args)
-    figures["started"] = started
-    print()
-    print(table([(k, v) for k, v in figures.items()], "soak figures"))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"figures": figures, "failures": failures}, indent=2))
-    if failures:
-        print("\nBROKEN PROMISES:\n- " + "\n- ".join(failures))
-        return 1
-    print("\nall promises held")
-    return 0
+    return report("soak", run, parse_args(argv))
 
 
 if __name__ == "__main__":

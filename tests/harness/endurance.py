@@ -601,3 +601,21 @@ def agent_alert_events(log_text: str, alertname: str) -> list[tuple[str, str]]:
         if obj.get("alertname") == alertname and obj.get("state") in ("firing", "resolved"):
             out.append((obj.get("timestamp", ""), obj["state"]))
     return out
+
+
+def report(name: str, run, args) -> int:
+    """A bench script's main: runs `run(args)` (→ figures, broken promises), prints the
+    figures as a table and what broke, writes `args.json` if asked; 0 when every promise
+    held."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    figures, failures = run(args)
+    figures["started"] = started
+    print()
+    print(table([(k, v) for k, v in figures.items()], f"{name} figures"))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"figures": figures, "failures": failures}, indent=2))
+    if failures:
+        print("\nBROKEN PROMISES:\n- " + "\n- ".join(failures))
+        return 1
+    print("\nall promises held")
+    return 0
