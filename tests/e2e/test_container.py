@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import subprocess
 import tarfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,7 +33,7 @@ import requests
 
 from harness import free_port, parse_prometheus, sidewatch_bin, to_yaml, wait_stable, wait_until
 from harness.docker import REPO, Dockerd, Images, require_prerequisites
-from harness.traffic import verifications
+from harness.traffic import Traffic, verifications
 
 COMPOSE_FILE = REPO / "deploy" / "compose" / "docker-compose.yaml"
 MAX_IMAGE_BYTES = 40 * 1000 * 1000  # "under 40 MB", as docker reports sizes
@@ -60,46 +59,6 @@ GRACE = 10.0  # sidewatch's default grace_period
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-class Traffic:
-    """`GET /checkout` from a background thread at `rate` calls a second (the sleep is
-    the load's pacing, not synchronisation); refused calls (the app restarting) are
-    counted, never raised."""
-
-    def __init__(self, url: str, rate: float = 80.0):
-        self.url = url
-        self.rate = rate
-        self.statuses: Counter[int] = Counter()
-        self.refused = 0
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="traffic", daemon=True)
-
-    def _run(self) -> None:
-        session = requests.Session()
-        next_at = time.monotonic()
-        while not self.stop_event.is_set():
-            try:
-                self.statuses[session.get(self.url, timeout=10).status_code] += 1
-            except requests.RequestException:
-                self.refused += 1
-                session.close()
-                session = requests.Session()
-            next_at += 1.0 / self.rate
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_at = time.monotonic()
-        session.close()
-
-    def __enter__(self) -> "Traffic":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop_event.set()
-        self.thread.join(15)
 
 
 def lines_with_offsets(path: Path) -> list[tuple[int, dict]]:
@@ -336,7 +295,7 @@ def test_sidecar_pod_detects_a_bad_rollout_stops_cleanly_and_resumes_from_checkp
             interval=0.25,
         )
 
-        with Traffic(app_url + "/checkout") as traffic:
+        with Traffic(app_url) as traffic:
             wait_until(
                 lambda: deployments()["live"] == "1.0.0", 30,
                 lambda: f"sidewatch to see 1.0.0 live: {deployments()}",
@@ -449,7 +408,7 @@ def test_compose_brings_up_the_app_and_its_sidecar(tmp_path):
             wait_until(
                 lambda: metric(requests.get(metrics, timeout=5).text, "sidewatch_log_records_total", source="app") >= 25,
                 30,
-                lambda: f"sidewatch to read the app's 25 records; /metrics: "
+                lambda: "sidewatch to read the app's 25 records; /metrics: "
                 + "\n".join(l for l in requests.get(metrics, timeout=5).text.splitlines() if "log_records" in l)
                 + f"\nsidewatch output:\n{d.logs(container)}",
             )

@@ -22,17 +22,14 @@ Run: .venv/bin/python -m pytest tests/e2e/test_otlp_traces.py -q -s  (needs targ
 
 from __future__ import annotations
 
-import threading
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-import requests
 
 from harness import Agent, OtlpReceiver, StructlogApp, WebhookReceiver, wait_until
 from harness.otlp_spans import STATUS_ERROR, STATUS_UNSET, spans
-from harness.traffic import verifications
+from harness.traffic import Traffic, verifications
 
 RULES = "groups: []\n" + verifications(checks=("error-ratio", "latency", "health"))
 CHECKS = {"error-ratio", "latency", "health"}
@@ -42,44 +39,6 @@ EXPORT_STACK = ["hyper", "hyper_util", "h2", "tonic", "tower", "reqwest", "rustl
 
 GOOD = {"APP_ERROR_RATIO": "0.02", "APP_EXCEPTION_TYPE": "TimeoutError"}
 BAD = {**GOOD, "APP_ERROR_RATIO": "0.4", "APP_EXTRA_LATENCY_MS": "40"}
-
-
-class Traffic:
-    """`GET /checkout` at `rate` calls a second from a thread (the pacing sleep is the
-    load's rate, not synchronisation); calls refused while the app restarts are
-    counted, not raised."""
-
-    def __init__(self, app: StructlogApp, rate: float = 80.0):
-        self.url, self.rate = app.url + "/checkout", rate
-        self.calls = 0
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="traffic", daemon=True)
-
-    def _run(self) -> None:
-        session = requests.Session()
-        next_at = time.monotonic()
-        while not self.stop_event.is_set():
-            try:
-                session.get(self.url, timeout=10)
-                self.calls += 1
-            except requests.RequestException:
-                session.close()
-                session = requests.Session()
-            next_at += 1.0 / self.rate
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_at = time.monotonic()
-        session.close()
-
-    def __enter__(self) -> "Traffic":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop_event.set()
-        self.thread.join(15)
 
 
 def agent_config(tmp_path: Path, app: StructlogApp, receiver: OtlpReceiver, hook: WebhookReceiver,
