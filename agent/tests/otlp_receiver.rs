@@ -202,15 +202,23 @@ async fn start_agent(endpoint: &str, queue_memory: u64, max_request_bytes: usize
         stop,
         task,
     };
-    wait_for(
-        || async {
-            reqwest::get(format!("{}/readyz", agent.api))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-        "the agent to be ready",
-    )
-    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(format!("{}/readyz", agent.api))
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        if agent.task.is_finished() {
+            panic!(
+                "the agent stopped before it was ready: {:?}",
+                agent.task.await
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the agent to be ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     agent
 }
 
