@@ -233,7 +233,12 @@ impl Agent {
         assert_eq!(response.status(), 201, "{:?}", response.text().await);
     }
 
+    /// A series' value, 0 when it is not exported (yet).
     async fn metric(&self, series: &str) -> f64 {
+        self.series(series).await.unwrap_or(0.0)
+    }
+
+    async fn series(&self, series: &str) -> Option<f64> {
         let body = reqwest::get(format!("{}/metrics", self.api))
             .await
             .unwrap()
@@ -242,7 +247,6 @@ impl Agent {
             .unwrap();
         body.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
     }
 
     fn records(&self) -> Vec<serde_json::Value> {
@@ -729,6 +733,18 @@ async fn a_full_relay_queue_pushes_back_on_the_sdk() {
     wait_for(
         || async { collector.spans().len() == 6 },
         "the queued request at the collector",
+    )
+    .await;
+    // The relay frees the request's room once the collector's answer is in, a moment
+    // after the collector has recorded the spans.
+    wait_for(
+        || async {
+            agent
+                .series("sidewatch_otlp_receiver_queue_bytes{signal=\"traces\"}")
+                .await
+                == Some(0.0)
+        },
+        "the relay queue to empty",
     )
     .await;
     client.export(traces(10, 3)).await.unwrap();
