@@ -1,7 +1,8 @@
 //! Property tests of every entry point that reads untrusted text: the line parsers and
 //! the JSON output, the rule expression language, rule files, `sidewatch test` files,
 //! the config, Alertmanager matchers and alert templates. Arbitrary input never panics,
-//! and the round-trips that hold are checked. The cargo-fuzz targets of `fuzz/` drive
+//! and the round-trips that hold are checked (parsed records also go through the OTLP
+//! encoder and must decode). The cargo-fuzz targets of `fuzz/` drive
 //! the same entry points for longer (`make fuzz`).
 
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use sidewatch::event::{FileMark, LogBatch, LogRecord, RecordFlags, Span};
 use sidewatch::export::json::write_record;
+use sidewatch::export::otlp::encode::LogEncoder;
 use sidewatch::notify::matcher::{MatchOp, Matcher};
 use sidewatch::parse::{Format, LineParser};
 use sidewatch::rules::file::RuleSet;
@@ -25,9 +27,9 @@ const FORMATS: [Format; 4] = [
     Format::Text,
 ];
 
-/// Parses each line as `file_tail` does (invalid UTF-8 kept lossily and flagged) and
-/// returns every record's JSON output line.
-fn render_lines(format: Format, lines: &[&[u8]]) -> Vec<Vec<u8>> {
+/// Parses each line as `file_tail` does (invalid UTF-8 kept lossily and flagged) into
+/// one batch.
+fn parse_batch(format: Format, lines: &[&[u8]]) -> LogBatch {
     let parser = LineParser::new(format, format.default_field_names());
     let source: Arc<str> = Arc::from("app");
     let mut batch = LogBatch::new(source.clone());
@@ -59,6 +61,12 @@ fn render_lines(format: Format, lines: &[&[u8]]) -> Vec<Vec<u8>> {
         parser.parse(&mut batch.buf, span, &mut batch.fields, &mut record);
         batch.records.push(record);
     }
+    batch
+}
+
+/// Parses each line as `file_tail` does and returns every record's JSON output line.
+fn render_lines(format: Format, lines: &[&[u8]]) -> Vec<Vec<u8>> {
+    let batch = parse_batch(format, lines);
     std::hint::black_box(sidewatch::export::touch_every_field(&batch));
     batch
         .records
@@ -106,7 +114,30 @@ fn render_all(lines: &[&[u8]]) -> Result<(), TestCaseError> {
         for out in outputs {
             check_json_line(&out)?;
         }
+        check_otlp(&parse_batch(format, lines))?;
     }
+    Ok(())
+}
+
+/// The hand-written OTLP encoder's request for `batch` decodes with the official
+/// protobufs, holds every record, and is canonical (`prost` writes the same bytes).
+fn check_otlp(batch: &LogBatch) -> Result<(), TestCaseError> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use prost::Message as _;
+    let mut encoder = LogEncoder::new(&[("service.name".into(), "checkout-api".into())]);
+    let mut out = Vec::new();
+    let stats = encoder.encode(batch, 0..batch.records.len(), &mut out);
+    prop_assert_eq!(stats.records as usize, batch.records.len());
+    let request = ExportLogsServiceRequest::decode(out.as_slice())
+        .map_err(|e| TestCaseError::fail(format!("undecodable OTLP: {e}")))?;
+    let records: usize = request
+        .resource_logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .map(|sl| sl.log_records.len())
+        .sum();
+    prop_assert_eq!(records, batch.records.len());
+    prop_assert!(request.encode_to_vec() == out, "not what prost would write");
     Ok(())
 }
 

@@ -19,14 +19,19 @@
 //! - the record's `deployment` is the resource's `service.version`: records of
 //!   different deployments go in different `ResourceLogs`;
 //! - scope `sidewatch` with the crate's version.
+//!
+//! The protobuf is written by hand, straight from the batch's spans into the output
+//! buffer: no `prost` structs per record, no owned string per attribute (the
+//! struct-based encoder spent most of the export path's CPU allocating and freeing
+//! them; BENCHMARKS "OTLP export"). Fields go in field-number order with proto3's
+//! rules (defaults left out, `oneof` members always written), so the bytes are what
+//! `prost` would write for the same message; the tests decode them with
+//! opentelemetry-proto's types. A length-delimited field gets a placeholder of the
+//! length's likely width, and its body is moved only when the length needs another.
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord as OtlpLogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message as _;
+use std::borrow::Cow;
 
-use crate::event::{Decoded, LogBatch, SeverityText};
+use crate::event::{Decoded, LogBatch, LogRecord, SeverityText};
 
 /// Counts from encoding one chunk.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -40,26 +45,74 @@ pub struct EncodeStats {
 #[derive(Debug)]
 pub struct LogEncoder {
     /// The resource attributes every request carries (`service.name`, `host.name`,
-    /// `deployment.environment.name`, `OTEL_RESOURCE_ATTRIBUTES`…).
-    resource: Vec<KeyValue>,
-    scope: InstrumentationScope,
-    /// Reused across calls: one `ResourceLogs` per deployment of the chunk.
-    request: ExportLogsServiceRequest,
+    /// `deployment.environment.name`, `OTEL_RESOURCE_ATTRIBUTES`…), as encoded
+    /// `Resource.attributes` fields: all of them for records without a deployment…
+    resource: Vec<u8>,
+    /// …and all but `service.version` for records with one (theirs is appended).
+    resource_unversioned: Vec<u8>,
+    /// The `ScopeLogs.scope` field (`sidewatch` and the crate's version), encoded.
+    scope: Vec<u8>,
+    /// Reused per chunk: each record's group (its deployment's index).
+    groups: Vec<u16>,
+    /// Reused per chunk: `sidewatch.file_id` of each of the batch's files.
+    file_ids: Vec<String>,
 }
+
+// Field tags (field number << 3 | wire type) of the messages written here.
+const LEN: u8 = 2;
+const fn tag(field: u8, wire: u8) -> u8 {
+    field << 3 | wire
+}
+/// `ExportLogsServiceRequest.resource_logs`, `ResourceLogs.resource`,
+/// `Resource.attributes`, `ScopeLogs.scope`, `KeyValue.key`, `AnyValue.string_value`,
+/// `InstrumentationScope.name`: all field 1, length-delimited.
+const FIELD1_LEN: u8 = tag(1, LEN);
+/// `ResourceLogs.scope_logs`, `ScopeLogs.log_records`, `KeyValue.value`,
+/// `InstrumentationScope.version`.
+const FIELD2_LEN: u8 = tag(2, LEN);
+const RECORD_TIME: u8 = tag(1, 1);
+const RECORD_SEVERITY_NUMBER: u8 = tag(2, 0);
+const RECORD_SEVERITY_TEXT: u8 = tag(3, LEN);
+const RECORD_BODY: u8 = tag(5, LEN);
+const RECORD_ATTRIBUTE: u8 = tag(6, LEN);
+const RECORD_TRACE_ID: u8 = tag(9, LEN);
+const RECORD_SPAN_ID: u8 = tag(10, LEN);
+const RECORD_OBSERVED_TIME: u8 = tag(11, 1);
+const ANY_BOOL: u8 = tag(2, 0);
+const ANY_INT: u8 = tag(3, 0);
+const ANY_DOUBLE: u8 = tag(4, 1);
 
 impl LogEncoder {
     pub fn new(resource: &[(String, String)]) -> LogEncoder {
+        let mut encoded = Vec::new();
+        let mut unversioned = Vec::new();
+        for (key, value) in resource {
+            put_kv(
+                &mut encoded,
+                FIELD1_LEN,
+                key,
+                Decoded::Str(Cow::Borrowed(value)),
+            );
+            if key != "service.version" {
+                put_kv(
+                    &mut unversioned,
+                    FIELD1_LEN,
+                    key,
+                    Decoded::Str(Cow::Borrowed(value)),
+                );
+            }
+        }
+        let mut scope = Vec::new();
+        let at = open(&mut scope, FIELD1_LEN, 1);
+        put_str(&mut scope, FIELD1_LEN, "sidewatch");
+        put_str(&mut scope, FIELD2_LEN, env!("CARGO_PKG_VERSION"));
+        close(&mut scope, at, 1);
         LogEncoder {
-            resource: resource
-                .iter()
-                .map(|(k, v)| key_value(k.clone(), string_value(v.clone())))
-                .collect(),
-            scope: InstrumentationScope {
-                name: "sidewatch".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                ..Default::default()
-            },
-            request: ExportLogsServiceRequest::default(),
+            resource: encoded,
+            resource_unversioned: unversioned,
+            scope,
+            groups: Vec::new(),
+            file_ids: Vec::new(),
         }
     }
 
@@ -71,149 +124,262 @@ impl LogEncoder {
         out: &mut Vec<u8>,
     ) -> EncodeStats {
         let buf = batch.buf.as_str();
+        let records = &batch.records[range];
         let mut stats = EncodeStats::default();
-        self.request.resource_logs.clear();
-        // Which `ResourceLogs` holds which deployment: a chunk rarely has more than two.
-        let mut versions: Vec<Option<String>> = Vec::new();
-        for record in &batch.records[range] {
-            let version = record.deployment.map(|v| v.as_str(buf).into_owned());
-            let index = match versions.iter().position(|v| *v == version) {
+        // One `ResourceLogs` per deployment: a chunk rarely has more than two.
+        let mut versions: Vec<Option<Cow<'_, str>>> = Vec::new();
+        self.groups.clear();
+        for record in records {
+            let version = record.deployment.map(|v| v.as_str(buf));
+            let group = match versions.iter().position(|v| *v == version) {
                 Some(i) => i,
                 None => {
-                    self.request
-                        .resource_logs
-                        .push(self.resource_logs(version.as_deref()));
                     versions.push(version);
                     versions.len() - 1
                 }
             };
-            let mut otlp = OtlpLogRecord {
-                time_unix_nano: record.time_unix_nano.map_or(0, |t| t.max(0) as u64),
-                observed_time_unix_nano: record.observed_unix_nano.max(0) as u64,
-                severity_number: record.severity_number as i32,
-                severity_text: match record.severity_text {
-                    SeverityText::In(v) => v.as_str(buf).into_owned(),
-                    SeverityText::Static(s) => s.to_string(),
-                    SeverityText::None => String::new(),
-                },
-                body: record.body.map(|v| any_value(v.decode(buf))),
-                ..Default::default()
-            };
-            let attrs = batch.attrs(record);
-            otlp.attributes.reserve(attrs.len() + 4);
-            for field in attrs {
-                otlp.attributes.push(key_value(
-                    field.key(buf).into_owned(),
-                    any_value(field.value.decode(buf)),
-                ));
-            }
-            otlp.attributes.push(key_value(
-                "log.file.path".into(),
-                string_value(batch.file_path(record).to_string()),
-            ));
-            otlp.attributes.push(key_value(
-                "log.source".into(),
-                string_value(batch.source.to_string()),
-            ));
-            if let Some(mark) = batch.file_mark(record) {
-                otlp.attributes.push(key_value(
-                    "sidewatch.file_id".into(),
-                    string_value(mark.identity.file_id()),
-                ));
-            }
-            otlp.attributes.push(key_value(
-                "sidewatch.offset".into(),
-                AnyValue {
-                    value: Some(any_value::Value::IntValue(record.offset as i64)),
-                },
-            ));
-            for (flag, key) in [
-                (record.flags.parse_error, "sidewatch.parse_error"),
-                (record.flags.truncated, "sidewatch.truncated"),
-                (record.flags.invalid_utf8, "sidewatch.invalid_utf8"),
-            ] {
-                if flag {
-                    otlp.attributes.push(key_value(
-                        key.into(),
-                        AnyValue {
-                            value: Some(any_value::Value::BoolValue(true)),
-                        },
-                    ));
-                }
-            }
-            if let Some(id) = record.trace_id {
-                match hex_bytes::<16>(id.raw(buf)) {
-                    Some(bytes) => otlp.trace_id = bytes.to_vec(),
-                    None => stats.invalid_ids += 1,
-                }
-            }
-            if let Some(id) = record.span_id {
-                match hex_bytes::<8>(id.raw(buf)) {
-                    Some(bytes) => otlp.span_id = bytes.to_vec(),
-                    None => stats.invalid_ids += 1,
-                }
-            }
-            self.request.resource_logs[index].scope_logs[0]
-                .log_records
-                .push(otlp);
-            stats.records += 1;
+            self.groups.push(group as u16);
         }
-        out.reserve(self.request.encoded_len());
-        // Encoding into a `Vec` cannot fail: it grows as needed.
-        let _ = self.request.encode(out);
+        self.file_ids.clear();
+        self.file_ids
+            .extend(batch.files.iter().map(|mark| mark.identity.file_id()));
+        for (group, version) in versions.iter().enumerate() {
+            let resource_logs = open(out, FIELD1_LEN, 3);
+            let resource = open(out, FIELD1_LEN, 2);
+            match version {
+                Some(version) => {
+                    out.extend_from_slice(&self.resource_unversioned);
+                    put_kv(
+                        out,
+                        FIELD1_LEN,
+                        "service.version",
+                        Decoded::Str(Cow::Borrowed(version)),
+                    );
+                }
+                None => out.extend_from_slice(&self.resource),
+            }
+            close(out, resource, 2);
+            let scope_logs = open(out, FIELD2_LEN, 3);
+            out.extend_from_slice(&self.scope);
+            for (record, _) in records
+                .iter()
+                .zip(&self.groups)
+                .filter(|(_, g)| **g as usize == group)
+            {
+                let at = open(out, FIELD2_LEN, 2);
+                self.put_record(batch, record, out, &mut stats);
+                close(out, at, 2);
+                stats.records += 1;
+            }
+            close(out, scope_logs, 3);
+            close(out, resource_logs, 3);
+        }
         stats
     }
 
-    fn resource_logs(&self, version: Option<&str>) -> ResourceLogs {
-        let mut attributes = self.resource.clone();
-        if let Some(version) = version {
-            attributes.retain(|kv| kv.key != "service.version");
-            attributes.push(key_value(
-                "service.version".into(),
-                string_value(version.to_string()),
-            ));
+    /// One `LogRecord`'s fields, in field-number order.
+    fn put_record(
+        &self,
+        batch: &LogBatch,
+        record: &LogRecord,
+        out: &mut Vec<u8>,
+        stats: &mut EncodeStats,
+    ) {
+        let buf = batch.buf.as_str();
+        let time = record.time_unix_nano.map_or(0, |t| t.max(0) as u64);
+        if time != 0 {
+            out.push(RECORD_TIME);
+            out.extend_from_slice(&time.to_le_bytes());
         }
-        ResourceLogs {
-            resource: Some(Resource {
-                attributes,
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(self.scope.clone()),
-                log_records: Vec::new(),
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
+        if record.severity_number != 0 {
+            out.push(RECORD_SEVERITY_NUMBER);
+            put_varint(out, record.severity_number as u64);
+        }
+        let severity_text = match record.severity_text {
+            SeverityText::In(v) => v.as_str(buf),
+            SeverityText::Static(s) => Cow::Borrowed(s),
+            SeverityText::None => Cow::Borrowed(""),
+        };
+        if !severity_text.is_empty() {
+            put_str(out, RECORD_SEVERITY_TEXT, &severity_text);
+        }
+        if let Some(body) = record.body {
+            put_any(out, RECORD_BODY, &body.decode(buf));
+        }
+        for field in batch.attrs(record) {
+            put_kv(
+                out,
+                RECORD_ATTRIBUTE,
+                &field.key(buf),
+                field.value.decode(buf),
+            );
+        }
+        put_kv(
+            out,
+            RECORD_ATTRIBUTE,
+            "log.file.path",
+            Decoded::Str(Cow::Borrowed(batch.file_path(record))),
+        );
+        put_kv(
+            out,
+            RECORD_ATTRIBUTE,
+            "log.source",
+            Decoded::Str(Cow::Borrowed(&batch.source)),
+        );
+        if let Some(file_id) = self.file_ids.get(record.file as usize) {
+            put_kv(
+                out,
+                RECORD_ATTRIBUTE,
+                "sidewatch.file_id",
+                Decoded::Str(Cow::Borrowed(file_id)),
+            );
+        }
+        put_kv(
+            out,
+            RECORD_ATTRIBUTE,
+            "sidewatch.offset",
+            Decoded::Int(record.offset as i64),
+        );
+        for (flag, key) in [
+            (record.flags.parse_error, "sidewatch.parse_error"),
+            (record.flags.truncated, "sidewatch.truncated"),
+            (record.flags.invalid_utf8, "sidewatch.invalid_utf8"),
+        ] {
+            if flag {
+                put_kv(out, RECORD_ATTRIBUTE, key, Decoded::Bool(true));
+            }
+        }
+        if let Some(id) = record.trace_id {
+            match hex_bytes::<16>(id.raw(buf)) {
+                Some(bytes) => put_bytes(out, RECORD_TRACE_ID, &bytes),
+                None => stats.invalid_ids += 1,
+            }
+        }
+        if let Some(id) = record.span_id {
+            match hex_bytes::<8>(id.raw(buf)) {
+                Some(bytes) => put_bytes(out, RECORD_SPAN_ID, &bytes),
+                None => stats.invalid_ids += 1,
+            }
+        }
+        let observed = record.observed_unix_nano.max(0) as u64;
+        if observed != 0 {
+            out.push(RECORD_OBSERVED_TIME);
+            out.extend_from_slice(&observed.to_le_bytes());
         }
     }
 }
 
-fn key_value(key: String, value: AnyValue) -> KeyValue {
-    KeyValue {
-        key,
-        value: Some(value),
-        ..Default::default()
+fn varint_len(value: u64) -> usize {
+    // 1 byte per 7 bits, at least one.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Starts a length-delimited field: its tag and `width` placeholder bytes for the
+/// length. Returns where the placeholder is, for `close`.
+fn open(out: &mut Vec<u8>, tag: u8, width: usize) -> usize {
+    out.push(tag);
+    let at = out.len();
+    out.resize(at + width, 0);
+    at
+}
+
+/// Ends the field `open` started: writes its length in the placeholder, moving the
+/// body when the length takes more or fewer bytes than the placeholder held.
+fn close(out: &mut Vec<u8>, at: usize, width: usize) {
+    let body = at + width;
+    let len = out.len() - body;
+    let needed = varint_len(len as u64);
+    if needed != width {
+        if needed > width {
+            out.resize(out.len() + needed - width, 0);
+        }
+        out.copy_within(body..body + len, at + needed);
+        out.truncate(at + needed + len);
+    }
+    let mut value = len as u64;
+    for byte in &mut out[at..at + needed] {
+        *byte = value as u8 & 0x7f | 0x80;
+        value >>= 7;
+    }
+    out[at + needed - 1] &= 0x7f;
+}
+
+fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn put_str(out: &mut Vec<u8>, tag: u8, s: &str) {
+    put_bytes(out, tag, s.as_bytes());
+}
+
+/// The encoded length of an `AnyValue` holding `value`.
+fn any_len(value: &Decoded<'_>) -> usize {
+    match value {
+        Decoded::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
+        Decoded::Json(s) => 1 + varint_len(s.len() as u64) + s.len(),
+        Decoded::Int(i) => 1 + varint_len(*i as u64),
+        Decoded::Double(_) => 9,
+        Decoded::Bool(_) => 2,
+        // No value: an empty `AnyValue`.
+        Decoded::Null => 0,
     }
 }
 
-fn string_value(s: String) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(s)),
+/// An `AnyValue` field (`tag`) holding `value`: strings as `string_value`, nested
+/// JSON as its text, `null` as an `AnyValue` with no value set.
+fn put_any(out: &mut Vec<u8>, tag: u8, value: &Decoded<'_>) {
+    out.push(tag);
+    put_varint(out, any_len(value) as u64);
+    put_any_body(out, value);
+}
+
+fn put_any_body(out: &mut Vec<u8>, value: &Decoded<'_>) {
+    match value {
+        Decoded::Str(s) => put_str(out, FIELD1_LEN, s),
+        Decoded::Json(s) => put_str(out, FIELD1_LEN, s),
+        Decoded::Int(i) => {
+            out.push(ANY_INT);
+            put_varint(out, *i as u64);
+        }
+        Decoded::Double(f) => {
+            out.push(ANY_DOUBLE);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        Decoded::Bool(b) => {
+            out.push(ANY_BOOL);
+            out.push(u8::from(*b));
+        }
+        Decoded::Null => {}
     }
 }
 
-fn any_value(decoded: Decoded<'_>) -> AnyValue {
-    use any_value::Value as V;
-    AnyValue {
-        value: match decoded {
-            Decoded::Str(s) => Some(V::StringValue(s.into_owned())),
-            Decoded::Int(i) => Some(V::IntValue(i)),
-            Decoded::Double(f) => Some(V::DoubleValue(f)),
-            Decoded::Bool(b) => Some(V::BoolValue(b)),
-            Decoded::Null => None,
-            Decoded::Json(s) => Some(V::StringValue(s.to_string())),
-        },
+/// A `KeyValue` field (`tag`): the key (left out when empty, as proto3 does) and the
+/// value, always present.
+fn put_kv(out: &mut Vec<u8>, tag: u8, key: &str, value: Decoded<'_>) {
+    let any = any_len(&value);
+    let key_len = if key.is_empty() {
+        0
+    } else {
+        1 + varint_len(key.len() as u64) + key.len()
+    };
+    out.push(tag);
+    put_varint(out, (key_len + 1 + varint_len(any as u64) + any) as u64);
+    if !key.is_empty() {
+        put_str(out, FIELD1_LEN, key);
     }
+    out.push(FIELD2_LEN);
+    put_varint(out, any as u64);
+    put_any_body(out, &value);
 }
 
 /// `N` bytes from `2N` hex digits; `None` for anything else, and for the all-zero id,
@@ -243,7 +409,10 @@ mod tests {
     use super::*;
     use crate::event::{FileIdentity, FileMark, LogRecord, Span, Value, ValueKind};
     use crate::parse::{Format, LineParser};
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use prost::Message as _;
 
     /// A batch of parsed structlog lines from one file, each with the given deployment.
     fn batch(lines: &[(&str, Option<&str>)]) -> LogBatch {
@@ -330,7 +499,7 @@ mod tests {
                 invalid_ids: 1
             }
         );
-        let request = ExportLogsServiceRequest::decode(out.as_slice()).unwrap();
+        let request = decode_canonical(&out);
         assert_eq!(
             request.resource_logs.len(),
             2,
@@ -435,7 +604,7 @@ mod tests {
         let mut encoder = LogEncoder::new(&[]);
         let mut out = Vec::new();
         assert_eq!(encoder.encode(&batch, 1..3, &mut out).records, 2);
-        let request = ExportLogsServiceRequest::decode(out.as_slice()).unwrap();
+        let request = decode_canonical(&out);
         let records = &request.resource_logs[0].scope_logs[0].log_records;
         let bodies: Vec<_> = records
             .iter()
@@ -453,7 +622,7 @@ mod tests {
         );
         out.clear();
         encoder.encode(&batch, 0..1, &mut out);
-        let again = ExportLogsServiceRequest::decode(out.as_slice()).unwrap();
+        let again = decode_canonical(&out);
         assert_eq!(again.resource_logs.len(), 1);
         assert_eq!(again.resource_logs[0].scope_logs[0].log_records.len(), 1);
     }
@@ -464,5 +633,84 @@ mod tests {
         assert_eq!(hex_bytes::<2>("0aF"), None);
         assert_eq!(hex_bytes::<2>("0aFg"), None);
         assert_eq!(hex_bytes::<2>("0000"), None);
+    }
+
+    /// Decodes `out` and encodes it again with `prost`: the same bytes, so the
+    /// hand-written encoder writes canonical protobuf (field order, minimal varints,
+    /// proto3 defaults left out), not merely something a lenient decoder accepts.
+    fn decode_canonical(out: &[u8]) -> ExportLogsServiceRequest {
+        let request = ExportLogsServiceRequest::decode(out).expect("valid protobuf");
+        assert_eq!(request.encode_to_vec(), out, "canonical encoding");
+        request
+    }
+
+    #[test]
+    fn the_bytes_are_what_prost_would_write() {
+        let long = "x".repeat(20_000);
+        let huge = format!(r#"{{"event": "{long}", "level": "warning", "n": -5}}"#);
+        let batch = batch(&[
+            (r#"{"event": "a"}"#, None),
+            (
+                r#"{"event": "", "": "empty key", "s": "", "zero": 0, "neg": -1, "f": -0.0, "t": true, "n": null, "esc": "tab\there \u00e9", "arr": [1, {"b": null}]}"#,
+                Some("1.0.0"),
+            ),
+            (&huge, Some("1.0.0")),
+            (
+                r#"{"event": "b", "level": "info", "timestamp": "1970-01-01T00:00:00Z"}"#,
+                None,
+            ),
+            ("", None),
+        ]);
+        let mut encoder = LogEncoder::new(&[
+            ("service.name".into(), "api".into()),
+            ("service.version".into(), "configured".into()),
+            ("".into(), "".into()),
+        ]);
+        let mut out = Vec::new();
+        assert_eq!(encoder.encode(&batch, 0..5, &mut out).records, 5);
+        let request = decode_canonical(&out);
+        let unversioned = &request.resource_logs[0];
+        assert_eq!(
+            unversioned.resource.as_ref().unwrap().attributes[1].value,
+            Some(AnyValue {
+                value: Some(V::StringValue("configured".into()))
+            }),
+            "without a deployment the configured service.version stays"
+        );
+        let records = &request.resource_logs[1].scope_logs[0].log_records;
+        let a = &records[0].attributes;
+        assert_eq!(attr(a, "s"), Some(&s("")));
+        assert_eq!(attr(a, "zero"), Some(&V::IntValue(0)));
+        assert_eq!(attr(a, "neg"), Some(&V::IntValue(-1)));
+        assert_eq!(attr(a, "t"), Some(&V::BoolValue(true)));
+        assert_eq!(attr(a, "esc"), Some(&s("tab\there é")));
+        assert_eq!(attr(a, "arr"), Some(&s(r#"[1, {"b": null}]"#)));
+        assert_eq!(attr(a, ""), Some(&s("empty key")));
+        assert_eq!(records[0].body.as_ref().unwrap().value, Some(s("")));
+        assert_eq!(records[1].body.as_ref().unwrap().value, Some(s(&long)));
+        assert_eq!(attr(&records[1].attributes, "n"), Some(&V::IntValue(-5)));
+        // Appended to what `out` held: a second request, and the two decode as one.
+        let before = out.len();
+        encoder.encode(&batch, 2..3, &mut out);
+        let merged = decode_canonical(&out);
+        assert_eq!(merged.resource_logs.len(), 3);
+        decode_canonical(&out[before..]);
+    }
+
+    #[test]
+    fn lengths_at_every_varint_width() {
+        for n in [0usize, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152] {
+            let mut out = vec![0xaa];
+            let at = open(&mut out, FIELD1_LEN, 2);
+            out.extend(std::iter::repeat_n(7u8, n));
+            close(&mut out, at, 2);
+            let mut expected = vec![0xaa, FIELD1_LEN];
+            put_varint(&mut expected, n as u64);
+            assert_eq!(out.len(), expected.len() + n, "{n}");
+            assert_eq!(&out[..expected.len()], expected, "{n}");
+            assert!(out[expected.len()..].iter().all(|b| *b == 7), "{n}");
+            assert_eq!(varint_len(n as u64), expected.len() - 2, "{n}");
+        }
+        assert_eq!(varint_len(u64::MAX), 10);
     }
 }
