@@ -31,6 +31,10 @@ use crate::telemetry::{Counter, Gauge};
 const HEADER: usize = 12;
 /// An entry longer than this is corruption, not data: requests are a few MiB at most.
 const MAX_ENTRY: u32 = 256 * 1024 * 1024;
+/// How often acks reach `read.pos` at most while requests keep going. A crash loses at
+/// most this much of the acked position: those entries are sent again (at-least-once),
+/// as they would be had the crash come before their ack.
+const READ_PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where the sender has got to: a segment and a byte offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,8 +131,13 @@ struct Inner {
     writer: File,
     /// Written since the last `sync`.
     dirty: bool,
-    /// The acked position, as persisted in `read.pos`.
+    /// The acked position. `read.pos` holds it, or an earlier one (`read_saved`).
     read: Position,
+    /// What `read.pos` holds, and when it was written: acks are persisted at most every
+    /// `READ_PERSIST_INTERVAL` (and whenever a segment goes, and when idle or closing),
+    /// not once per request.
+    read_saved: Position,
+    read_saved_at: tokio::time::Instant,
     /// Records of the read segment before `read.offset` (acked): what dropping that
     /// segment does not count as lost.
     read_records: u64,
@@ -284,6 +293,11 @@ impl DiskQueue {
                     offset: 0,
                 }),
                 read_records,
+                read_saved: read.unwrap_or(Position {
+                    segment: last,
+                    offset: 0,
+                }),
+                read_saved_at: tokio::time::Instant::now(),
                 cache: VecDeque::new(),
                 cache_bytes: 0,
                 scratch: Vec::new(),
@@ -512,7 +526,7 @@ impl DiskQueue {
             records = lost,
             "the export queue holds a damaged entry; dropped the rest of its segment"
         );
-        if let Err(e) = self.persist_read(&inner) {
+        if let Err(e) = self.persist_read(&mut inner) {
             tracing::warn!("{e}");
         }
         self.update_gauge(&inner);
@@ -573,7 +587,15 @@ impl DiskQueue {
                 inner.read_records = 0;
             }
         }
-        self.persist_read(&inner)?;
+        let removes_segments = inner.segments.len() > 1
+            && inner
+                .segments
+                .front()
+                .is_some_and(|s| s.seq < inner.read.segment);
+        // Segments go only once `read.pos` is past them.
+        if removes_segments || inner.read_saved_at.elapsed() >= READ_PERSIST_INTERVAL {
+            self.persist_read(&mut inner)?;
+        }
         while inner.segments.len() > 1
             && inner
                 .segments
@@ -594,11 +616,33 @@ impl DiskQueue {
         pending(&inner)
     }
 
+    /// Records appended and not yet acked.
+    pub fn pending_records(&self) -> u64 {
+        let inner = self.lock();
+        let total: u64 = inner
+            .segments
+            .iter()
+            .filter(|s| s.seq >= inner.read.segment)
+            .map(|s| s.records)
+            .sum();
+        total.saturating_sub(inner.read_records)
+    }
+
     fn update_gauge(&self, inner: &Inner) {
         self.metrics.bytes.set(pending(inner) as f64);
     }
 
-    fn persist_read(&self, inner: &Inner) -> Result<(), QueueError> {
+    /// Writes the acked position to `read.pos` if it moved since it was last written:
+    /// the sender calls it when the queue is empty and when it stops.
+    pub fn save_read(&self) -> Result<(), QueueError> {
+        let mut inner = self.lock();
+        if inner.read == inner.read_saved {
+            return Ok(());
+        }
+        self.persist_read(&mut inner)
+    }
+
+    fn persist_read(&self, inner: &mut Inner) -> Result<(), QueueError> {
         let path = self.dir.join("read.pos");
         let tmp = self.dir.join("read.pos.tmp");
         let text = format!("{} {}\n", inner.read.segment, inner.read.offset);
@@ -606,6 +650,8 @@ impl DiskQueue {
         file.write_all(text.as_bytes()).map_err(io(&tmp))?;
         file.sync_data().map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        inner.read_saved = inner.read;
+        inner.read_saved_at = tokio::time::Instant::now();
         Ok(())
     }
 
@@ -667,6 +713,15 @@ impl DiskQueue {
             if let Err(e) = self.persist_read(inner) {
                 tracing::warn!("{e}");
             }
+        }
+    }
+}
+
+impl Drop for DiskQueue {
+    /// The acked position is written on the way out, so a clean stop sends nothing twice.
+    fn drop(&mut self) {
+        if let Err(e) = self.save_read() {
+            tracing::warn!("{e}");
         }
     }
 }
@@ -818,6 +873,34 @@ mod tests {
         assert!(q.peek(100, 1 << 20).unwrap().is_empty());
         q.append(1, b"d").unwrap();
         assert_eq!(payloads(&q.peek(100, 1 << 20).unwrap()), b"d");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acks_reach_read_pos_once_a_second_when_idle_and_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved = || read_position(&dir.path().join("read.pos"));
+        let q = DiskQueue::open(dir.path(), limits(), metrics()).unwrap();
+        for payload in [b"a", b"b", b"c", b"d"] {
+            q.append(1, payload).unwrap();
+        }
+        let entries = q.peek(100, 1 << 20).unwrap().entries;
+        q.ack(&entries[..1]).unwrap();
+        assert_eq!(saved(), None, "the clock has not moved: not written yet");
+        tokio::time::advance(READ_PERSIST_INTERVAL).await;
+        q.ack(&entries[1..2]).unwrap();
+        assert_eq!(saved(), Some(entries[1].next), "a second on: written");
+        q.ack(&entries[2..3]).unwrap();
+        assert_eq!(saved(), Some(entries[1].next));
+        q.save_read().unwrap();
+        assert_eq!(saved(), Some(entries[2].next), "idle: written at once");
+        q.ack(&entries[3..]).unwrap();
+        drop(q);
+        assert_eq!(saved(), Some(entries[3].next), "closing writes it");
+        let q = DiskQueue::open(dir.path(), limits(), metrics()).unwrap();
+        assert!(
+            q.peek(100, 1 << 20).unwrap().is_empty(),
+            "nothing sent twice"
+        );
     }
 
     #[test]

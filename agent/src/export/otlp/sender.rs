@@ -145,7 +145,12 @@ impl LogSender {
             let queue = self.queue.clone();
             let max_records = self.max_records;
             let peeked = match tokio::task::spawn_blocking(move || {
-                queue.peek(max_records, MAX_REQUEST_BYTES)
+                let peeked = queue.peek(max_records, MAX_REQUEST_BYTES)?;
+                if peeked.is_empty() {
+                    // Idle: the acks so far reach `read.pos` now, not in a second.
+                    queue.save_read()?;
+                }
+                Ok::<_, super::queue::QueueError>(peeked)
             })
             .await
             {
@@ -168,9 +173,16 @@ impl LogSender {
                     () = self.queue.appended() => {}
                     () = stop.cancelled() => continue,
                 }
-                // Let a small batch grow for `batch.timeout` before it goes, as the
-                // Collector's batch processor does.
-                sleep_or_stop(self.batch_timeout, &stop).await;
+                // As the Collector's batch processor does: a batch goes once it holds
+                // `batch.max_records`, or `batch.timeout` after its first record.
+                let deadline = tokio::time::Instant::now() + self.batch_timeout;
+                while self.queue.pending_records() < self.max_records {
+                    tokio::select! {
+                        () = self.queue.appended() => {}
+                        () = tokio::time::sleep_until(deadline) => break,
+                        () = stop.cancelled() => break,
+                    }
+                }
                 continue;
             }
             let records = peeked.records();
