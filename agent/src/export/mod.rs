@@ -3,9 +3,12 @@
 //! where file checkpoints are committed once the records are durable.
 //!
 //! One stage owns every output so that a batch is acknowledged only when all of them
-//! hold it. Every `checkpoint_interval` it flushes and `fdatasync`s the file output and
-//! the OTLP queue, then commits the acknowledged offsets to the state store in one
-//! transaction: a crash can repeat at most one interval's records, and never skip any.
+//! hold it. Every `checkpoint_interval` it flushes the file output and hands the
+//! acknowledged offsets to its committer thread, which `fdatasync`s the file output and
+//! the OTLP queue and then commits the offsets to the state store in one transaction,
+//! while the stage goes on with the next batches (the disk is never waited for on the
+//! pipeline's path): a crash can repeat at most about one interval's records, and never
+//! skip any.
 //! The OTLP queue is durable on local disk, so checkpoints never wait for the collector
 //! (SPEC: a collector outage never stalls alerting or keeps rotated files open).
 
@@ -30,7 +33,9 @@ pub struct SinkStage {
     file: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
     stdout: bool,
     blackhole: bool,
-    store: StateStore,
+    /// Takes the store; started by `run`.
+    committer: Option<Committer>,
+    store: Option<StateStore>,
     checkpoint_interval: Duration,
     events: ComponentEvents,
     /// Emptied batches go back to the sources for reuse.
@@ -82,7 +87,8 @@ impl SinkStage {
             file,
             stdout: config.stdout,
             blackhole: config.blackhole,
-            store,
+            committer: None,
+            store: Some(store),
             checkpoint_interval,
             events: ComponentEvents::new(telemetry, "records", "sink"),
             recycle,
@@ -119,6 +125,15 @@ impl SinkStage {
     /// Consumes batches until every source has stopped, then makes the last ones
     /// durable and commits their checkpoints.
     pub fn run(mut self, input: BatchReceiver) {
+        match self.start_committer() {
+            Ok(committer) => self.committer = Some(committer),
+            Err(e) => self.events.error(
+                "checkpoint_failed",
+                &format!(
+                    "cannot start the checkpoint committer: {e}; checkpoints are not committed"
+                ),
+            ),
+        }
         let mut pending: Vec<FileMark> = Vec::new();
         let mut last_commit = Instant::now();
         let mut line = Vec::with_capacity(64 * 1024);
@@ -187,8 +202,34 @@ impl SinkStage {
             }
         }
         self.commit(&mut pending);
+        if let Some(committer) = self.committer.take() {
+            committer.finish();
+        }
         std::hint::black_box(self.checksum);
         tracing::debug!("sink stage stopped; checkpoints committed");
+    }
+
+    fn start_committer(&mut self) -> std::io::Result<Committer> {
+        let file = match &self.file {
+            Some((path, writer)) => Some((path.clone(), writer.get_ref().try_clone()?)),
+            None => None,
+        };
+        let store = self
+            .store
+            .take()
+            .ok_or_else(|| std::io::Error::other("the state store is already taken"))?;
+        let work = CommitWork {
+            file,
+            otlp: self.otlp.as_ref().map(|o| o.queue.clone()),
+            store,
+            events: self.events.clone(),
+            carry: Vec::new(),
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<FileMark>>(1);
+        let thread = std::thread::Builder::new()
+            .name("sidewatch-commit".into())
+            .spawn(move || work.run(rx))?;
+        Ok(Committer { tx, thread })
     }
 
     /// Writes to the file output, retrying until it works: records are never dropped
@@ -224,17 +265,12 @@ impl SinkStage {
         });
     }
 
-    /// Makes written records durable, then commits the offsets they cover.
+    /// Flushes the file output and hands the offsets of everything written so far to
+    /// the committer, which makes it durable and commits them. If the committer is
+    /// still busy with the last interval's, they wait for the next.
     fn commit(&mut self, pending: &mut Vec<FileMark>) {
-        if let Some(export) = &self.otlp
-            && let Err(e) = export.queue.sync()
-        {
-            let message = format!("{e}; checkpoints held back");
-            self.events.error("otlp_queue_sync_failed", &message);
-            return;
-        }
         if let Some((path, writer)) = self.file.as_mut()
-            && let Err(e) = writer.flush().and_then(|()| writer.get_ref().sync_data())
+            && let Err(e) = writer.flush()
         {
             let message = format!(
                 "cannot flush {}: {e}; checkpoints held back",
@@ -246,18 +282,119 @@ impl SinkStage {
         if pending.is_empty() {
             return;
         }
+        if let Some(committer) = self.committer.as_mut() {
+            committer.offer(pending);
+        }
+    }
+}
+
+/// The sink's end of the committer thread.
+struct Committer {
+    tx: std::sync::mpsc::SyncSender<Vec<FileMark>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Committer {
+    /// Hands `pending` over unless the committer is busy (then they stay and go with
+    /// the next interval's).
+    fn offer(&mut self, pending: &mut Vec<FileMark>) {
+        match self.tx.try_send(std::mem::take(pending)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(marks)) => {
+                *pending = marks;
+                dedup_marks(pending);
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(marks)) => {
+                *pending = marks;
+                dedup_marks(pending);
+                tracing::error!("the checkpoint committer stopped; checkpoints are not committed");
+            }
+        }
+    }
+
+    /// The last commit, waited for.
+    fn finish(self) {
+        drop(self.tx);
+        if self.thread.join().is_err() {
+            tracing::error!(
+                "the checkpoint committer panicked; the last checkpoints are not committed"
+            );
+        }
+    }
+}
+
+/// The committer thread's side: syncs the outputs, then commits the offsets.
+struct CommitWork {
+    file: Option<(PathBuf, std::fs::File)>,
+    otlp: Option<Arc<otlp::queue::DiskQueue>>,
+    store: StateStore,
+    events: ComponentEvents,
+    /// Marks whose commit failed, committed with the next ones.
+    carry: Vec<FileMark>,
+}
+
+impl CommitWork {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Vec<FileMark>>) {
+        // On a channel closed by `finish`, the last marks were sent before it.
+        while let Ok(marks) = rx.recv() {
+            self.carry.extend(marks);
+            if self.commit() {
+                self.carry.clear();
+            } else {
+                dedup_marks(&mut self.carry);
+            }
+        }
+    }
+
+    /// Makes written records durable, then commits the offsets they cover; false if
+    /// it could not (the marks are tried again with the next ones).
+    fn commit(&mut self) -> bool {
+        if let Some(queue) = &self.otlp
+            && let Err(e) = queue.sync()
+        {
+            let message = format!("{e}; checkpoints held back");
+            self.events.error("otlp_queue_sync_failed", &message);
+            return false;
+        }
+        if let Some((path, file)) = &self.file
+            && let Err(e) = file.sync_data()
+        {
+            let message = format!(
+                "cannot flush {}: {e}; checkpoints held back",
+                path.display()
+            );
+            self.events.error("file_sync_failed", &message);
+            return false;
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        match self.store.commit_marks(pending.iter(), now) {
-            Ok(()) => pending.clear(),
-            Err(e) => self.events.error(
-                "checkpoint_failed",
-                &format!("cannot commit checkpoints: {e}"),
-            ),
+        match self.store.commit_marks(self.carry.iter(), now) {
+            Ok(()) => true,
+            Err(e) => {
+                self.events.error(
+                    "checkpoint_failed",
+                    &format!("cannot commit checkpoints: {e}"),
+                );
+                false
+            }
         }
     }
+}
+
+/// Keeps only the last mark of each file (a later mark supersedes an earlier one), so
+/// marks carried over failed commits do not pile up.
+fn dedup_marks(marks: &mut Vec<FileMark>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<FileMark> = Vec::with_capacity(marks.len());
+    for mark in marks.drain(..).rev() {
+        if seen.insert((mark.source.clone(), mark.identity)) {
+            kept.push(mark);
+        }
+    }
+    kept.reverse();
+    *marks = kept;
 }
 
 /// A crash (`kill -9`, power cut) can leave the file output ending in part of a line.

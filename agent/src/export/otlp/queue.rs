@@ -131,6 +131,9 @@ struct Inner {
     writer: File,
     /// Written since the last `sync`.
     dirty: bool,
+    /// Segments closed since the last `sync`, to be synced by it (a rotation does not
+    /// wait for the disk while holding the lock).
+    unsynced: Vec<File>,
     /// The acked position. `read.pos` holds it, or an earlier one (`read_saved`).
     read: Position,
     /// What `read.pos` holds, and when it was written: acks are persisted at most every
@@ -214,11 +217,11 @@ impl DiskQueue {
             }
         }
         seqs.sort_unstable();
+        let last = seqs.last().copied();
         let persisted = read_position(&dir.join("read.pos"));
         let mut segments = VecDeque::new();
         let mut read = None;
         let mut read_records = 0;
-        let last = seqs.last().copied();
         for seq in seqs {
             let path = segment_path(dir, seq);
             // Segments wholly before the read position were acked: a crash came
@@ -288,6 +291,7 @@ impl DiskQueue {
                 segments,
                 writer,
                 dirty: false,
+                unsynced: Vec::new(),
                 read: read.unwrap_or(Position {
                     segment: last,
                     offset: 0,
@@ -370,19 +374,40 @@ impl DiskQueue {
         Ok(())
     }
 
-    /// Makes every appended entry durable (`fdatasync`).
+    /// Makes every entry appended before the call durable (`fdatasync` of the segments
+    /// written since the last sync). The disk is waited for without the lock held, so
+    /// appends, peeks and acks go on meanwhile.
     pub fn sync(&self) -> Result<(), QueueError> {
-        let mut inner = self.lock();
-        if !inner.dirty {
-            return Ok(());
+        let (files, current) = {
+            let mut inner = self.lock();
+            let current = match inner.dirty {
+                true => Some(inner.writer.try_clone().map_err(io(&self.dir))?),
+                false => None,
+            };
+            inner.dirty = false;
+            (std::mem::take(&mut inner.unsynced), current)
+        };
+        let mut failed = None;
+        let mut unsynced = Vec::new();
+        for file in files.into_iter().chain(current) {
+            if failed.is_some() {
+                unsynced.push(file);
+                continue;
+            }
+            if let Err(e) = file.sync_data() {
+                failed = Some(e);
+                unsynced.push(file);
+            }
         }
-        let seq = inner.segments.back().map_or(0, |s| s.seq);
-        inner
-            .writer
-            .sync_data()
-            .map_err(io(&segment_path(&self.dir, seq)))?;
-        inner.dirty = false;
-        Ok(())
+        match failed {
+            None => Ok(()),
+            Some(e) => {
+                // Synced next time; the checkpoints wait until then.
+                let mut inner = self.lock();
+                inner.unsynced.extend(unsynced);
+                Err(io(&self.dir)(e))
+            }
+        }
     }
 
     /// Waits until an entry is appended (returns at once if one was appended since the
@@ -655,18 +680,19 @@ impl DiskQueue {
         Ok(())
     }
 
-    /// Starts a new segment: the current one is synced first, so only the last
-    /// segment can ever hold a torn entry.
+    /// Starts a new segment. The one it closes is synced by the next `sync` (before the
+    /// checkpoints that need it), not here under the lock. So after a crash an older
+    /// segment can end torn too: `open` walks it by its headers, and `peek` finds the
+    /// torn entry by its CRC and drops the rest of that segment (counted as dropped,
+    /// though its records were never checkpointed and are read again from the logs).
     fn rotate(&self, inner: &mut Inner) -> Result<(), QueueError> {
         let seq = inner.segments.back().map_or(0, |s| s.seq);
-        inner
-            .writer
-            .sync_data()
-            .map_err(io(&segment_path(&self.dir, seq)))?;
-        inner.dirty = false;
         let next = seq + 1;
         let writer = create_segment(&self.dir, next)?;
-        inner.writer = writer;
+        let old = std::mem::replace(&mut inner.writer, writer);
+        if inner.dirty {
+            inner.unsynced.push(old);
+        }
         inner.segments.push_back(Segment {
             seq: next,
             bytes: 0,
@@ -771,7 +797,8 @@ struct Scan {
 }
 
 /// Walks a segment's entries. The last segment's payloads are checked against their
-/// CRC (only it can hold a torn write); older ones are walked by their headers.
+/// CRC, and it is cut at the first bad one (the entries a crash tore); older ones are
+/// walked by their headers, and `peek` checks their payloads.
 fn scan_segment(path: &Path, verify: bool, read: Option<Position>) -> Result<Scan, QueueError> {
     let mut file = File::open(path).map_err(io(path))?;
     let file_len = file.metadata().map_err(io(path))?.len();
