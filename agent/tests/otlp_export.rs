@@ -698,7 +698,7 @@ async fn a_self_signed_collector_without_ca_file_is_refused() {
             Protocol::Grpc => format!("https://localhost:{port}"),
         };
         let client = OtlpClient::new(&otlp_config(endpoint, protocol)).unwrap();
-        match client.send(b"").await {
+        match client.send(bytes::Bytes::new()).await {
             SendOutcome::Retry { reason, .. } => {
                 let reason = reason.to_lowercase();
                 assert!(

@@ -580,7 +580,7 @@ impl Forward {
                 }
                 continue;
             };
-            match client.send(&body).await {
+            match client.send(bytes::Bytes::from(body)).await {
                 SendOutcome::Accepted { rejected, message } => {
                     let rejected = rejected.min(items);
                     self.sender_metrics.sent.add(items - rejected);

@@ -346,9 +346,10 @@ impl MetricsExporter {
     /// One export with retries until `deadline` passes.
     async fn export(&self, start_unix_nano: u64, deadline: tokio::time::Instant) {
         let (body, points) = self.request(start_unix_nano);
+        let body = bytes::Bytes::from(body);
         let mut attempt = 0u32;
         loop {
-            match self.client.send(&body).await {
+            match self.client.send(body.clone()).await {
                 SendOutcome::Accepted { rejected, message } => {
                     self.sent.add(points.saturating_sub(rejected));
                     let missed = self.misses.swap(0, std::sync::atomic::Ordering::Relaxed);

@@ -146,7 +146,6 @@ struct Inner {
     read_records: u64,
     cache: VecDeque<Cached>,
     cache_bytes: u64,
-    scratch: Vec<u8>,
 }
 
 /// The durable queue of one signal. Shared by the sink stage (appends, syncs) and the
@@ -304,7 +303,6 @@ impl DiskQueue {
                 read_saved_at: tokio::time::Instant::now(),
                 cache: VecDeque::new(),
                 cache_bytes: 0,
-                scratch: Vec::new(),
             }),
             appended: tokio::sync::Notify::new(),
             _lock: lock,
@@ -332,15 +330,16 @@ impl DiskQueue {
             current = 0;
         }
         let seq = inner.segments.back().map_or(0, |s| s.seq);
-        let Inner {
-            scratch, writer, ..
-        } = &mut *inner;
-        scratch.clear();
-        scratch.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        scratch.extend_from_slice(&records.to_le_bytes());
-        scratch.extend_from_slice(&entry_crc(records, payload).to_le_bytes());
-        scratch.extend_from_slice(payload);
-        if let Err(e) = writer.write_all(scratch) {
+        let mut header = [0u8; HEADER];
+        header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[4..8].copy_from_slice(&records.to_le_bytes());
+        header[8..].copy_from_slice(&entry_crc(records, payload).to_le_bytes());
+        let writer = &mut inner.writer;
+        // Two writes rather than a copy of the payload behind its header.
+        if let Err(e) = writer
+            .write_all(&header)
+            .and_then(|()| writer.write_all(payload))
+        {
             // Cut whatever part of the entry reached the file, so the next append
             // starts on a boundary.
             let _ = writer.set_len(current);
@@ -451,6 +450,8 @@ impl DiskQueue {
                     segment: at.segment,
                     offset: at.offset + (HEADER + cached.payload.len()) as u64,
                 };
+                // Grown by exactly what comes, not doubled: requests are megabytes.
+                peeked.body.reserve_exact(cached.payload.len());
                 peeked.body.extend_from_slice(&cached.payload);
                 peeked.entries.push(Entry {
                     at,
@@ -482,6 +483,7 @@ impl DiskQueue {
                 break;
             }
             let start = peeked.body.len();
+            peeked.body.reserve_exact(len);
             peeked.body.resize(start + len, 0);
             f.read_exact(&mut peeked.body[start..]).map_err(io(&path))?;
             // Older segments are not checked at open (only the last one can be torn);

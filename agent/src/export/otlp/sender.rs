@@ -186,7 +186,7 @@ impl LogSender {
                 continue;
             }
             let records = peeked.records();
-            let outcome = self.send(&peeked.body).await;
+            let outcome = self.send(bytes::Bytes::from(peeked.body)).await;
             let ack = match outcome {
                 SendOutcome::Accepted { rejected, message } => {
                     let rejected = rejected.min(records);
@@ -249,7 +249,7 @@ impl LogSender {
     }
 
     /// One request with `body` (an encoded `ExportLogsServiceRequest`).
-    pub async fn send(&self, body: &[u8]) -> SendOutcome {
+    pub async fn send(&self, body: bytes::Bytes) -> SendOutcome {
         self.client.send(body).await
     }
 }
@@ -330,7 +330,8 @@ impl OtlpClient {
     }
 
     /// One request with `body` (an encoded export request of the client's signal).
-    pub async fn send(&self, body: &[u8]) -> SendOutcome {
+    /// A `Bytes`, so that retries share one buffer and nothing is copied to send it.
+    pub async fn send(&self, body: bytes::Bytes) -> SendOutcome {
         let gzip = self.gzip;
         match &self.transport {
             Transport::Http {
@@ -338,7 +339,6 @@ impl OtlpClient {
                 url,
                 headers,
             } => {
-                // reqwest takes the body by value, so each request has its own buffer.
                 let payload = if gzip {
                     use std::io::Write as _;
                     let mut encoder = flate2::write::GzEncoder::new(
@@ -346,10 +346,10 @@ impl OtlpClient {
                         flate2::Compression::fast(),
                     );
                     // Writing into a Vec cannot fail.
-                    let _ = encoder.write_all(body);
-                    encoder.finish().unwrap_or_default()
+                    let _ = encoder.write_all(&body);
+                    bytes::Bytes::from(encoder.finish().unwrap_or_default())
                 } else {
-                    body.to_vec()
+                    body
                 };
                 send_http(client, url, headers, payload, gzip).await
             }
@@ -362,7 +362,7 @@ impl OtlpClient {
                 send_grpc(
                     channel.clone(),
                     headers,
-                    body.to_vec(),
+                    body,
                     gzip,
                     *timeout,
                     self.grpc_path,
@@ -385,7 +385,7 @@ async fn send_http(
     client: &reqwest::Client,
     url: &str,
     headers: &reqwest::header::HeaderMap,
-    payload: Vec<u8>,
+    payload: bytes::Bytes,
     gzip: bool,
 ) -> SendOutcome {
     let mut request = client
@@ -444,7 +444,7 @@ fn status_message(body: &[u8]) -> String {
 async fn send_grpc(
     channel: tonic::transport::Channel,
     headers: &tonic::metadata::MetadataMap,
-    body: Vec<u8>,
+    body: bytes::Bytes,
     gzip: bool,
     timeout: Duration,
     path: &'static str,
@@ -565,7 +565,7 @@ struct RawEncoder;
 struct ResponseDecoder;
 
 impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
+    type Encode = bytes::Bytes;
     type Decode = ExportLogsServiceResponse;
     type Encoder = RawEncoder;
     type Decoder = ResponseDecoder;
@@ -580,12 +580,12 @@ impl tonic::codec::Codec for RawCodec {
 }
 
 impl tonic::codec::Encoder for RawEncoder {
-    type Item = Vec<u8>;
+    type Item = bytes::Bytes;
     type Error = tonic::Status;
 
     fn encode(
         &mut self,
-        item: Vec<u8>,
+        item: bytes::Bytes,
         dst: &mut tonic::codec::EncodeBuf<'_>,
     ) -> Result<(), tonic::Status> {
         dst.put_slice(&item);

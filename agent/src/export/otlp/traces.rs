@@ -296,9 +296,9 @@ impl SpanExporter for OtlpSpanExporter {
         let body = encode(batch, &self.resource);
         let client = self.client.clone();
         let metrics = self.metrics.clone();
-        let task = self
-            .runtime
-            .spawn(async move { deliver(&client, &body, spans, &metrics).await });
+        let task = self.runtime.spawn(async move {
+            deliver(&client, &bytes::Bytes::from(body), spans, &metrics).await
+        });
         async move {
             // The runtime is gone (the process is exiting): the spans are lost.
             task.await
@@ -310,13 +310,13 @@ impl SpanExporter for OtlpSpanExporter {
 /// Sends one request, retrying what OTLP says is worth retrying a few times.
 async fn deliver(
     client: &OtlpClient,
-    body: &[u8],
+    body: &bytes::Bytes,
     spans: u64,
     metrics: &SenderMetrics,
 ) -> OTelSdkResult {
     let mut attempt = 0;
     loop {
-        match client.send(body).await {
+        match client.send(body.clone()).await {
             SendOutcome::Accepted { rejected, message } => {
                 let rejected = rejected.min(spans);
                 metrics.sent.add(spans - rejected);
