@@ -362,13 +362,63 @@ pub async fn deploy(version: &str, id: Option<String>, api: &ApiArgs) -> ExitCod
     }
 }
 
+/// The verdict, `initial` for the first version seen (nothing to compare it with, so it
+/// never gets one), else `verifying`.
+fn deployment_state(doc: &serde_json::Value) -> &str {
+    match doc["verdict"].as_str() {
+        Some(verdict) => verdict,
+        None if doc["initial"] == serde_json::Value::Bool(true) => "initial",
+        None => "verifying",
+    }
+}
+
+/// `{a="x", b="y"}` from a JSON object of labels, without `alertname` (printed first).
+fn label_text(labels: &serde_json::Value) -> String {
+    let pairs: Vec<String> = labels
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| *k != "alertname")
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.as_str().map_or(v.to_string(), |s| format!("{s:?}"))
+            )
+        })
+        .collect();
+    format!("{{{}}}", pairs.join(", "))
+}
+
+/// One probe's line: `probe health: up 200 in 12 ms (version 1.4.2)`, or the error.
+fn probe_text(p: &serde_json::Value) -> String {
+    let name = p["name"].as_str().unwrap_or("?");
+    let duration = p["duration_seconds"]
+        .as_f64()
+        .map(|d| format!(" in {:.0} ms", d * 1000.0))
+        .unwrap_or_default();
+    let code = p["status_code"]
+        .as_u64()
+        .map(|c| format!(" {c}"))
+        .unwrap_or_default();
+    let version = p["version"]
+        .as_str()
+        .map(|v| format!(" (version {v})"))
+        .unwrap_or_default();
+    if p["success"] == serde_json::Value::Bool(true) {
+        format!("probe {name}: up{code}{duration}{version}")
+    } else {
+        let error = p["error"].as_str().unwrap_or("failed");
+        format!("probe {name}: DOWN{code}{duration}: {error}")
+    }
+}
+
 fn print_deployment(doc: &serde_json::Value) {
     println!(
         "{} {} (previous {}): {}",
         doc["id"].as_str().unwrap_or("?"),
         doc["version"].as_str().unwrap_or("?"),
         doc["previous"].as_str().unwrap_or("none"),
-        doc["verdict"].as_str().unwrap_or("verifying")
+        deployment_state(doc)
     );
     for c in doc["checks"].as_array().into_iter().flatten() {
         let f = |k: &str| {
@@ -486,7 +536,7 @@ pub async fn status(api: &ApiArgs) -> ExitCode {
         status["uptime_seconds"].as_f64().unwrap_or(0.0)
     );
     for p in status["probes"].as_array().into_iter().flatten() {
-        println!("probe {}: {}", p["name"].as_str().unwrap_or("?"), p);
+        println!("{}", probe_text(p));
     }
     let notifications = &status["notifications"];
     if notifications.is_object() {
@@ -494,9 +544,19 @@ pub async fn status(api: &ApiArgs) -> ExitCode {
             .as_object()
             .map(|o| o.values().filter_map(|v| v.as_u64()).sum())
             .unwrap_or(0);
+        let receivers: Vec<&str> = notifications["receivers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str())
+            .collect();
         println!(
             "notifications: receivers {}, {waiting} waiting in the outbox, {} active silence(s)",
-            notifications["receivers"],
+            if receivers.is_empty() {
+                "none".to_string()
+            } else {
+                receivers.join(", ")
+            },
             notifications["active_silences"].as_u64().unwrap_or(0)
         );
     }
@@ -516,7 +576,7 @@ pub async fn status(api: &ApiArgs) -> ExitCode {
             println!(
                 "  {} {}",
                 a["labels"]["alertname"].as_str().unwrap_or("?"),
-                a["labels"]
+                label_text(&a["labels"])
             );
         }
     }
@@ -685,4 +745,38 @@ fn api_refused(code: u16, doc: &serde_json::Value) -> ExitCode {
             .unwrap_or_else(|| doc.to_string())
     );
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn status_lines_are_text_not_json() {
+        assert_eq!(
+            probe_text(
+                &json!({"name": "health", "success": true, "duration_seconds": 0.0123,
+                "status_code": 200, "version": "1.4.2", "error": null})
+            ),
+            "probe health: up 200 in 12 ms (version 1.4.2)"
+        );
+        assert_eq!(
+            probe_text(
+                &json!({"name": "db", "success": false, "duration_seconds": 2.0,
+                "status_code": null, "error": "connection refused"})
+            ),
+            "probe db: DOWN in 2000 ms: connection refused"
+        );
+        assert_eq!(
+            label_text(&json!({"alertname": "HighErrorRate", "path": "/cart", "severity": "page"})),
+            r#"{path="/cart", severity="page"}"#
+        );
+        assert_eq!(
+            deployment_state(&json!({"initial": true, "verdict": null})),
+            "initial"
+        );
+        assert_eq!(deployment_state(&json!({"verdict": null})), "verifying");
+        assert_eq!(deployment_state(&json!({"verdict": "fail"})), "fail");
+    }
 }
