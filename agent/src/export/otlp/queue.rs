@@ -354,17 +354,16 @@ impl DiskQueue {
             segment.bytes += entry_len;
             segment.records += records as u64;
         }
-        inner.cache.push_back(Cached {
-            at,
-            records,
-            payload: Arc::from(payload),
-        });
-        inner.cache_bytes += payload.len() as u64;
-        while inner.cache_bytes > self.limits.memory {
-            let Some(old) = inner.cache.pop_front() else {
-                break;
-            };
-            inner.cache_bytes -= old.payload.len() as u64;
+        // The memory holds the head of the queue, what goes next; what does not fit is
+        // read back from disk when its turn comes. (Keeping the newest instead would
+        // serve nothing after an outage: the sender starts at the oldest.)
+        if inner.cache_bytes + payload.len() as u64 <= self.limits.memory {
+            inner.cache.push_back(Cached {
+                at,
+                records,
+                payload: Arc::from(payload),
+            });
+            inner.cache_bytes += payload.len() as u64;
         }
         self.enforce_disk_limit(&mut inner);
         self.update_gauge(&inner);
@@ -635,6 +634,11 @@ impl DiskQueue {
         }
         self.update_gauge(&inner);
         Ok(())
+    }
+
+    /// Whether `at` is the oldest entry not yet acked (what `peek` starts from).
+    pub fn is_head(&self, at: Position) -> bool {
+        self.lock().read == at
     }
 
     /// Bytes appended and not yet acked.

@@ -141,7 +141,21 @@ impl LogSender {
     /// The caller bounds that drain with the shutdown grace period.
     pub async fn run(self, stop: CancellationToken) {
         let mut attempt: u32 = 0;
+        // The request being retried: it goes again as it is, without a new copy, unless
+        // the disk limit dropped entries from under it meanwhile.
+        let mut held: Option<(Vec<super::queue::Entry>, bytes::Bytes)> = None;
         loop {
+            if let Some((entries, body)) = held.take()
+                && entries.first().is_some_and(|e| self.queue.is_head(e.at))
+            {
+                if !self
+                    .attempt(entries, body, &mut attempt, &mut held, &stop)
+                    .await
+                {
+                    return;
+                }
+                continue;
+            }
             let queue = self.queue.clone();
             let max_records = self.max_records;
             let peeked = match tokio::task::spawn_blocking(move || {
@@ -185,67 +199,83 @@ impl LogSender {
                 }
                 continue;
             }
-            let records = peeked.records();
-            let outcome = self.send(bytes::Bytes::from(peeked.body)).await;
-            let ack = match outcome {
-                SendOutcome::Accepted { rejected, message } => {
-                    let rejected = rejected.min(records);
-                    self.metrics.sent.add(records - rejected);
-                    if rejected > 0 || !message.is_empty() {
-                        self.metrics.dropped.add(rejected);
-                        tracing::warn!(
-                            component = "otlp_logs",
-                            rejected,
-                            message,
-                            "the collector accepted the request only in part"
-                        );
-                    }
-                    attempt = 0;
-                    true
-                }
-                SendOutcome::Refused { reason } => {
-                    self.metrics.dropped.add(records);
-                    tracing::error!(
-                        component = "otlp_logs",
-                        records,
-                        "the collector refused a request, dropped it: {reason}"
-                    );
-                    attempt = 0;
-                    true
-                }
-                SendOutcome::Retry { after, reason } => {
-                    self.metrics.retries.inc();
-                    if stop.is_cancelled() {
-                        tracing::warn!(
-                            component = "otlp_logs",
-                            pending_bytes = self.queue.pending_bytes(),
-                            "cannot reach the collector while shutting down ({reason}); the queued records stay on disk for the next start"
-                        );
-                        return;
-                    }
-                    let backoff = crate::notify::webhook::backoff(attempt, jitter());
-                    let wait = after.map_or(backoff, |a| a.max(backoff));
-                    attempt = attempt.saturating_add(1);
-                    tracing::warn!(
-                        component = "otlp_logs",
-                        attempt,
-                        wait = ?wait,
-                        records,
-                        "cannot send logs to the collector: {reason}; retrying"
-                    );
-                    sleep_or_stop(wait, &stop).await;
-                    false
-                }
-            };
-            if ack {
-                let queue = self.queue.clone();
-                let entries = peeked.entries;
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || queue.ack(&entries)).await {
-                    // The batch may be sent again after a restart: at-least-once.
-                    tracing::error!(component = "otlp_logs", "{e}");
-                }
+            let body = bytes::Bytes::from(peeked.body);
+            if !self
+                .attempt(peeked.entries, body, &mut attempt, &mut held, &stop)
+                .await
+            {
+                return;
             }
         }
+    }
+
+    /// Sends one request and acks its entries once the collector has answered for
+    /// good; a request to retry is left in `held`. False when the sender must stop.
+    async fn attempt(
+        &self,
+        entries: Vec<super::queue::Entry>,
+        body: bytes::Bytes,
+        attempt: &mut u32,
+        held: &mut Option<(Vec<super::queue::Entry>, bytes::Bytes)>,
+        stop: &CancellationToken,
+    ) -> bool {
+        let records: u64 = entries.iter().map(|e| e.records as u64).sum();
+        let outcome = self.send(body.clone()).await;
+        match outcome {
+            SendOutcome::Accepted { rejected, message } => {
+                let rejected = rejected.min(records);
+                self.metrics.sent.add(records - rejected);
+                if rejected > 0 || !message.is_empty() {
+                    self.metrics.dropped.add(rejected);
+                    tracing::warn!(
+                        component = "otlp_logs",
+                        rejected,
+                        message,
+                        "the collector accepted the request only in part"
+                    );
+                }
+                *attempt = 0;
+            }
+            SendOutcome::Refused { reason } => {
+                self.metrics.dropped.add(records);
+                tracing::error!(
+                    component = "otlp_logs",
+                    records,
+                    "the collector refused a request, dropped it: {reason}"
+                );
+                *attempt = 0;
+            }
+            SendOutcome::Retry { after, reason } => {
+                self.metrics.retries.inc();
+                if stop.is_cancelled() {
+                    tracing::warn!(
+                        component = "otlp_logs",
+                        pending_bytes = self.queue.pending_bytes(),
+                        "cannot reach the collector while shutting down ({reason}); the queued records stay on disk for the next start"
+                    );
+                    return false;
+                }
+                let backoff = crate::notify::webhook::backoff(*attempt, jitter());
+                let wait = after.map_or(backoff, |a| a.max(backoff));
+                *attempt = attempt.saturating_add(1);
+                tracing::warn!(
+                    component = "otlp_logs",
+                    attempt = *attempt,
+                    wait = ?wait,
+                    records,
+                    "cannot send logs to the collector: {reason}; retrying"
+                );
+                sleep_or_stop(wait, stop).await;
+                *held = Some((entries, body));
+                return true;
+            }
+        }
+        let queue = self.queue.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || queue.ack(&entries)).await {
+            // The batch may be sent again after a restart: at-least-once.
+            tracing::error!(component = "otlp_logs", "{e}");
+        }
+        true
     }
 
     /// One request with `body` (an encoded `ExportLogsServiceRequest`).
