@@ -201,9 +201,12 @@ impl SinkStage {
                 last_commit = Instant::now();
             }
         }
-        self.commit(&mut pending);
+        let flushed = self.commit(&mut pending);
         if let Some(committer) = self.committer.take() {
-            committer.finish();
+            // What the committer was too busy to take goes now, waited for: a clean
+            // stop commits every checkpoint (unless the file output could not be
+            // flushed: then its records were not written and are read again).
+            committer.finish(if flushed { pending } else { Vec::new() });
         }
         std::hint::black_box(self.checksum);
         tracing::debug!("sink stage stopped; checkpoints committed");
@@ -267,8 +270,9 @@ impl SinkStage {
 
     /// Flushes the file output and hands the offsets of everything written so far to
     /// the committer, which makes it durable and commits them. If the committer is
-    /// still busy with the last interval's, they wait for the next.
-    fn commit(&mut self, pending: &mut Vec<FileMark>) {
+    /// still busy with the last interval's, they wait for the next. False when the file
+    /// output could not be flushed (the marks are held back).
+    fn commit(&mut self, pending: &mut Vec<FileMark>) -> bool {
         if let Some((path, writer)) = self.file.as_mut()
             && let Err(e) = writer.flush()
         {
@@ -277,14 +281,14 @@ impl SinkStage {
                 path.display()
             );
             self.events.error("file_sync_failed", &message);
-            return;
+            return false;
         }
-        if pending.is_empty() {
-            return;
-        }
-        if let Some(committer) = self.committer.as_mut() {
+        if let Some(committer) = self.committer.as_mut()
+            && !pending.is_empty()
+        {
             committer.offer(pending);
         }
+        true
     }
 }
 
@@ -312,8 +316,13 @@ impl Committer {
         }
     }
 
-    /// The last commit, waited for.
-    fn finish(self) {
+    /// The last commit, `pending` included, waited for.
+    fn finish(self, pending: Vec<FileMark>) {
+        if !pending.is_empty() && self.tx.send(pending).is_err() {
+            tracing::error!(
+                "the checkpoint committer stopped; the last checkpoints are not committed"
+            );
+        }
         drop(self.tx);
         if self.thread.join().is_err() {
             tracing::error!(
