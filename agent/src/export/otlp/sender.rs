@@ -140,6 +140,16 @@ impl LogSender {
     /// queue is empty or a request fails (the rest stays on disk for the next run).
     /// The caller bounds that drain with the shutdown grace period.
     pub async fn run(self, stop: CancellationToken) {
+        self.send_until(stop).await;
+        // The acks so far reach `read.pos` before the agent exits: a clean stop sends
+        // nothing twice.
+        let queue = self.queue.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || queue.save_read()).await {
+            tracing::warn!(component = "otlp_logs", "{e}");
+        }
+    }
+
+    async fn send_until(&self, stop: CancellationToken) {
         let mut attempt: u32 = 0;
         // The request being retried: it goes again as it is, without a new copy, unless
         // the disk limit dropped entries from under it meanwhile.
