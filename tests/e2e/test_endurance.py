@@ -60,10 +60,14 @@ def report(kind: str, figures: dict, failures: list[str]) -> str:
 @pytest.mark.timeout(420)
 def test_overload_keeps_memory_bounded_health_and_rules_and_counts_drops(tmp_path):
     overload = bench_script("overload")
+    # --min-ratio 8, not the 10 (which `make bench-overload` holds with the release
+    # binary): since checkpoints are committed off the sink stage the debug agent reads
+    # ~90,000 lines/s, and four Python writers on two cores top out near 850,000 lines/s
+    # (9.3× in a CI run). 8× is still an overload the agent cannot keep up with.
     args = overload.parse_args([
         "--binary", str(sidewatch_bin()),
         "--duration", "45", "--probe-seconds", "15", "--after", "5",
-        "--ratio", "15", "--min-ratio", "10", "--writers", "4",
+        "--ratio", "15", "--min-ratio", "8", "--writers", "4",
         "--rotate-every", "3", "--backups", "2",
         "--max-gb", "2.5", "--healthz-p99", "2000",
         "--save-log", str(tmp_path),  # the agent's log, when a promise breaks
