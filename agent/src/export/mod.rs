@@ -369,7 +369,7 @@ impl CommitWork {
             && let Err(e) = file.sync_data()
         {
             let message = format!(
-                "cannot flush {}: {e}; checkpoints held back",
+                "cannot sync {} to disk: {e}; checkpoints held back",
                 path.display()
             );
             self.events.error("file_sync_failed", &message);
