@@ -16,6 +16,7 @@ Run: .venv/bin/python bench/otlp_outage.py [--outage 120] [--binary target/relea
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import threading
@@ -45,6 +46,13 @@ def main() -> int:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="sidewatch-outage-"))
+    try:
+        return measure(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a 2-minute outage leaves ~300 MB of logs and queue
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> int:
     receiver = OtlpReceiver(tmp)
     with StructlogApp(tmp) as app:
         config = {
