@@ -317,11 +317,15 @@ pub struct LogBatch {
     pub files: Vec<FileMark>,
 }
 
+/// The text a new batch has room for: a file source's full batch (`BATCH_BYTES` plus
+/// the chunk that filled it) fits without reallocating.
+pub const BATCH_TEXT_CAPACITY: usize = 320 * 1024;
+
 impl LogBatch {
     pub fn new(source: Arc<str>) -> LogBatch {
         LogBatch {
             source,
-            buf: String::with_capacity(256 * 1024),
+            buf: String::with_capacity(BATCH_TEXT_CAPACITY),
             records: Vec::with_capacity(1024),
             fields: Vec::with_capacity(16 * 1024),
             files: Vec::new(),

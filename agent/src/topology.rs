@@ -30,7 +30,7 @@ use crate::state::StateStore;
 use crate::telemetry::Telemetry;
 
 /// Batches in flight between the sources and the sink stage. With batches of at most
-/// ~768 KiB this bounds the queue's memory to a few MiB; a full queue makes the sources
+/// ~0.8 MiB (text, records and fields) this bounds the queue's memory to a few MiB; a full queue makes the sources
 /// wait (backpressure), it never drops.
 const QUEUE_BATCHES: usize = 4;
 

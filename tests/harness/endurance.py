@@ -560,10 +560,11 @@ def table(rows: list[tuple[str, object]], title: str) -> str:
 
 # -- the memory bound -----------------------------------------------------------------------
 
-#: ARCHITECTURE "Bounded memory": batches of ≤ ~768 KiB, 4 in flight + 16 recycled.
-BATCHES = 20 * 768 * 1024
-#: One 256 KiB read buffer per source.
-READ_BUFFER = 256 * 1024
+#: ARCHITECTURE "Bounded memory": batches of 832 KiB (320 KiB of text, 1,024 records of
+#: 128 B, 16,384 fields of 24 B), 4 in flight + 16 recycled.
+BATCHES = 20 * 832 * 1024
+#: One 64 KiB read buffer per source.
+READ_BUFFER = 64 * 1024
 #: `export/otlp/sender.rs` MAX_REQUEST_BYTES: one request's payload, held as read from
 #: the queue, gzipped, and in the HTTP client: three copies.
 OTLP_REQUEST = 3 * 3 * MIB
@@ -577,7 +578,7 @@ def memory_bound(idle_rss: int, *, queue_memory: int, sources: int = 1, rules: i
     process + batches + read buffers + the OTLP queue's memory cache (`queue.memory`)
     + one OTLP request in flight + the rule windows (`rules` bytes, the caller's
     estimate from `rules.max_series`) + a flat slack. Returns (bytes, the formula)."""
-    parts = [("idle", idle_rss), ("batches 20×768KiB", BATCHES), (f"read buffers {sources}×256KiB", sources * READ_BUFFER),
+    parts = [("idle", idle_rss), ("batches 20×832KiB", BATCHES), (f"read buffers {sources}×64KiB", sources * READ_BUFFER),
              ("otlp queue.memory", queue_memory), ("otlp request 3×3MiB", OTLP_REQUEST)]
     if rules:
         parts.append(("rule windows", rules))

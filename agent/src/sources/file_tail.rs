@@ -47,10 +47,15 @@ use crate::transform::SourceTransform;
 
 /// How many leading bytes identify a file.
 const FINGERPRINT_BYTES: u64 = 256;
-/// Bytes read per `read` call.
-const CHUNK_BYTES: usize = 256 * 1024;
-/// A batch is sent once it holds this much text or this many records.
-const BATCH_BYTES: usize = 512 * 1024;
+/// Bytes read per `read` call. A batch is checked for fullness after each chunk, so
+/// this is also how far a batch can run past `BATCH_BYTES`.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// A batch is sent once it holds this much text or this many records. With the chunk,
+/// a batch's text fits the capacity it starts with (`LogBatch::new`): no batch grows
+/// by doubling, and the few batches in flight and in the recycling pool stay small
+/// (under an exporter slower than the tail, all of them are full at once).
+const BATCH_BYTES: usize = 256 * 1024;
+const _: () = assert!(BATCH_BYTES + CHUNK_BYTES <= crate::event::BATCH_TEXT_CAPACITY);
 const BATCH_RECORDS: usize = 4096;
 /// At most this much is read from one file before the others get their turn.
 const FILE_TURN_BYTES: u64 = 4 * 1024 * 1024;
