@@ -29,10 +29,11 @@ use crate::sources::otlp_receiver;
 use crate::state::StateStore;
 use crate::telemetry::Telemetry;
 
-/// Batches in flight between the sources and the sink stage. With batches of at most
-/// ~0.8 MiB (text, records and fields) this bounds the queue's memory to a few MiB; a full queue makes the sources
-/// wait (backpressure), it never drops.
-const QUEUE_BATCHES: usize = 4;
+/// Batches in flight between the sources and the sink stage (~0.8 MiB each: text,
+/// records and fields). Two keep the sink busy (the blackhole benchmark is as fast as
+/// with four); each one more is memory that a slow exporter fills. A full queue makes
+/// the sources wait (backpressure), it never drops.
+const QUEUE_BATCHES: usize = 2;
 
 /// How the agent ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -561,7 +561,8 @@ def table(rows: list[tuple[str, object]], title: str) -> str:
 # -- the memory bound -----------------------------------------------------------------------
 
 #: ARCHITECTURE "Bounded memory": batches of 832 KiB (320 KiB of text, 1,024 records of
-#: 128 B, 16,384 fields of 24 B), 4 in flight + 16 recycled.
+#: 128 B, 16,384 fields of 24 B), 2 in flight + at most 16 recycled (the recycled ones
+#: are as many as were ever in use at once: 20 is generous).
 BATCHES = 20 * 832 * 1024
 #: One 64 KiB read buffer per source.
 READ_BUFFER = 64 * 1024

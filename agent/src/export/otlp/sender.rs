@@ -106,6 +106,50 @@ pub struct OtlpClient {
     transport: Transport,
     gzip: bool,
     grpc_path: &'static str,
+    /// The compressor and output buffer of the last gzipped HTTP request, for the
+    /// next one (as the log sender reuses its request buffer: `DiskQueue::peek_into`).
+    gzip_spare: std::sync::Mutex<Gzip>,
+}
+
+/// gzip (RFC 1952) with one deflate state and one output buffer kept from request to
+/// request: `GzEncoder` allocates ~300 KiB of compressor state per request, and
+/// glibc kept what each tokio worker freed in its own arena. (Not `compress_vec`: it
+/// zero-fills the whole spare capacity of the vector at every call.)
+#[derive(Default)]
+struct Gzip {
+    deflate: Option<flate2::Compress>,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Gzip {
+    /// `body` gzipped into `self.out` (cleared first).
+    fn compress(&mut self, body: &[u8]) -> Result<(), flate2::CompressError> {
+        const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255];
+        let deflate = self
+            .deflate
+            .get_or_insert_with(|| flate2::Compress::new(flate2::Compression::fast(), false));
+        deflate.reset();
+        self.scratch.resize(64 * 1024, 0);
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(&HEADER);
+        let mut input = body;
+        loop {
+            let (read, written) = (deflate.total_in(), deflate.total_out());
+            let status =
+                deflate.compress(input, &mut self.scratch, flate2::FlushCompress::Finish)?;
+            out.extend_from_slice(&self.scratch[..(deflate.total_out() - written) as usize]);
+            input = &input[(deflate.total_in() - read) as usize..];
+            if status == flate2::Status::StreamEnd {
+                break;
+            }
+        }
+        let crc = crc32fast::hash(body);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        Ok(())
+    }
 }
 
 /// Errors building the sender; header values never appear in them.
@@ -154,12 +198,14 @@ impl LogSender {
         // The request being retried: it goes again as it is, without a new copy, unless
         // the disk limit dropped entries from under it meanwhile.
         let mut held: Option<(Vec<super::queue::Entry>, bytes::Bytes)> = None;
+        // The request buffer, back from the request before (`DiskQueue::peek_into`).
+        let mut spare = bytes::BytesMut::new();
         loop {
             if let Some((entries, body)) = held.take()
                 && entries.first().is_some_and(|e| self.queue.is_head(e.at))
             {
                 if !self
-                    .attempt(entries, body, &mut attempt, &mut held, &stop)
+                    .attempt(entries, body, &mut attempt, &mut held, &mut spare, &stop)
                     .await
                 {
                     return;
@@ -168,8 +214,9 @@ impl LogSender {
             }
             let queue = self.queue.clone();
             let max_records = self.max_records;
+            let buffer = std::mem::take(&mut spare);
             let peeked = match tokio::task::spawn_blocking(move || {
-                let peeked = queue.peek(max_records, MAX_REQUEST_BYTES)?;
+                let peeked = queue.peek_into(buffer, max_records, MAX_REQUEST_BYTES)?;
                 if peeked.is_empty() {
                     // Idle: the acks so far reach `read.pos` now, not in a second.
                     queue.save_read()?;
@@ -189,6 +236,7 @@ impl LogSender {
                 Err(_) => return,
             };
             if peeked.is_empty() {
+                spare = peeked.body;
                 if stop.is_cancelled() {
                     tracing::debug!("otlp log export drained");
                     return;
@@ -209,9 +257,16 @@ impl LogSender {
                 }
                 continue;
             }
-            let body = bytes::Bytes::from(peeked.body);
+            let body = peeked.body.freeze();
             if !self
-                .attempt(peeked.entries, body, &mut attempt, &mut held, &stop)
+                .attempt(
+                    peeked.entries,
+                    body,
+                    &mut attempt,
+                    &mut held,
+                    &mut spare,
+                    &stop,
+                )
                 .await
             {
                 return;
@@ -220,13 +275,15 @@ impl LogSender {
     }
 
     /// Sends one request and acks its entries once the collector has answered for
-    /// good; a request to retry is left in `held`. False when the sender must stop.
+    /// good, giving its buffer back to `spare`; a request to retry is left in `held`.
+    /// False when the sender must stop.
     async fn attempt(
         &self,
         entries: Vec<super::queue::Entry>,
         body: bytes::Bytes,
         attempt: &mut u32,
         held: &mut Option<(Vec<super::queue::Entry>, bytes::Bytes)>,
+        spare: &mut bytes::BytesMut,
         stop: &CancellationToken,
     ) -> bool {
         let records: u64 = entries.iter().map(|e| e.records as u64).sum();
@@ -279,6 +336,11 @@ impl LogSender {
                 *held = Some((entries, body));
                 return true;
             }
+        }
+        // The HTTP client has let go of the body by now; if it still holds a copy, the
+        // next request gets a new buffer.
+        if let Ok(buffer) = body.try_into_mut() {
+            *spare = buffer;
         }
         let queue = self.queue.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || queue.ack(&entries)).await {
@@ -366,6 +428,7 @@ impl OtlpClient {
             transport,
             gzip: config.compression == Compression::Gzip,
             grpc_path: config.signal.grpc_path(),
+            gzip_spare: std::sync::Mutex::new(Gzip::default()),
         })
     }
 
@@ -379,19 +442,28 @@ impl OtlpClient {
                 url,
                 headers,
             } => {
-                let payload = if gzip {
-                    use std::io::Write as _;
-                    let mut encoder = flate2::write::GzEncoder::new(
-                        Vec::with_capacity(body.len() / 4),
-                        flate2::Compression::fast(),
-                    );
-                    // Writing into a Vec cannot fail.
-                    let _ = encoder.write_all(&body);
-                    bytes::Bytes::from(encoder.finish().unwrap_or_default())
-                } else {
-                    body
-                };
-                send_http(client, url, headers, payload, gzip).await
+                if !gzip {
+                    return send_http(client, url, headers, body, false).await;
+                }
+                let mut gzip = self
+                    .gzip_spare
+                    .lock()
+                    .map(|mut spare| std::mem::take(&mut *spare))
+                    .unwrap_or_default();
+                if let Err(e) = gzip.compress(&body) {
+                    tracing::warn!("cannot gzip an OTLP request ({e}); sending it uncompressed");
+                    return send_http(client, url, headers, body, false).await;
+                }
+                drop(body);
+                let payload = bytes::Bytes::from(std::mem::take(&mut gzip.out));
+                let outcome = send_http(client, url, headers, payload.clone(), true).await;
+                if let Ok(buffer) = payload.try_into_mut() {
+                    gzip.out = buffer.into();
+                }
+                if let Ok(mut spare) = self.gzip_spare.lock() {
+                    *spare = gzip;
+                }
+                outcome
             }
             // tonic compresses the message itself (`grpc-encoding: gzip`).
             Transport::Grpc {
@@ -721,6 +793,31 @@ mod tests {
             classify_grpc(&status_with_retry_info(Code::ResourceExhausted, 2)),
             SendOutcome::Retry { after: Some(d), .. } if d == Duration::from_secs(2)
         ));
+    }
+
+    #[test]
+    fn gzip_output_is_standard_and_the_state_is_reused() {
+        use std::io::Read as _;
+        let mut gzip = Gzip::default();
+        // Compressible text, incompressible bytes, and nothing at all.
+        let text = b"{\"event\":\"request finished\",\"status\":200}".repeat(5000);
+        let mut noise = vec![0u8; 300_000];
+        let mut x: u32 = 1;
+        for b in &mut noise {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        for body in [&text[..], &noise[..], &[][..], &text[..]] {
+            gzip.compress(body).expect("compresses");
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&gzip.out[..])
+                .read_to_end(&mut back)
+                .expect("valid gzip");
+            assert_eq!(back, body);
+        }
+        assert!(gzip.out.len() < text.len() / 10, "text compresses");
     }
 
     #[test]
