@@ -93,7 +93,11 @@ class OtlpReceiver:
         path = self.dir / f"{signal}.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        # The receiver (another process) may be halfway through writing a large request:
+        # only lines it has finished, up to the last newline, are read.
+        data = path.read_bytes()
+        data = data[: data.rfind(b"\n") + 1]
+        return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
 
     def log_records(self) -> list[dict]:
         """Every log record received, flattened: body, severity, times, attributes, hex
