@@ -566,8 +566,9 @@ def table(rows: list[tuple[str, object]], title: str) -> str:
 BATCHES = 20 * 832 * 1024
 #: One 64 KiB read buffer per source.
 READ_BUFFER = 64 * 1024
-#: `export/otlp/sender.rs` MAX_REQUEST_BYTES: one request's payload, held as read from
-#: the queue, gzipped, and in the HTTP client: three copies.
+#: `export/otlp/sender.rs` MAX_REQUEST_BYTES: one request's payload in three copies. Since
+#: 2026-11-24 the request read from the queue counts inside `queue.memory` and only the
+#: gzip output (or tonic's copy for gRPC) is outside it; the allowance is kept generous.
 OTLP_REQUEST = 3 * 3 * MIB
 #: Allocator slack (glibc arenas of the tokio and blocking threads) and what the
 #: formula does not itemise (status, telemetry, the notifier): a flat allowance.
