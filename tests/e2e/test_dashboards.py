@@ -12,7 +12,8 @@ metric name it names must be in the agent's `/metrics` (polled until all are the
 ones are printed.
 
 Also: each expression is valid PromQL (`promtool check rules` on them, Grafana's
-variables substituted); the JSON structure Grafana needs (schemaVersion ≥ 39, unique
+variables substituted); the JSON structure Grafana needs (schemaVersion ≥ 42 and what its migrations
+require, unique
 uids, the `${datasource}` Prometheus variable, `service` / `environment` variables,
 a datasource and targets on every panel, the deployment-verdict annotation); the
 service dashboard shows request rate, error ratio and p95 latency by `deployment`,
@@ -36,7 +37,7 @@ from harness import Agent, StructlogApp, free_port, parse_prometheus, sidewatch_
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"
-MIN_SCHEMA_VERSION = 39
+MIN_SCHEMA_VERSION = 42
 
 # -- the metric-name tokenizer --------------------------------------------------------
 
@@ -163,6 +164,16 @@ def test_dashboard_structure() -> None:
         assert isinstance(d.get("schemaVersion"), int) and d["schemaVersion"] >= MIN_SCHEMA_VERSION, (
             f"{name}: schemaVersion {d.get('schemaVersion')} (want ≥ {MIN_SCHEMA_VERSION})"
         )
+        # What Grafana's migrations to 40-42 would change, so the version is true:
+        # `refresh` a string (40), no `timepicker.time_options` (41), a field hidden from
+        # the graph hidden from its tooltip too (42).
+        assert isinstance(d.get("refresh", ""), str), f"{name}: refresh {d.get('refresh')!r} is not a string"
+        assert "time_options" not in d.get("timepicker", {}), f"{name}: timepicker.time_options went in 41"
+        for panel in all_panels(d):
+            for override in panel.get("fieldConfig", {}).get("overrides", []):
+                for prop in override.get("properties", []):
+                    if prop.get("id") == "custom.hideFrom" and prop.get("value", {}).get("viz"):
+                        assert prop["value"].get("tooltip"), f"{name}: panel {panel.get('title')!r} hides from viz, not tooltip"
         uid = d.get("uid")
         assert isinstance(uid, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,40}", uid), f"{name}: uid {uid!r}"
         assert uid not in uids, f"uid {uid} in both {uids.get(uid)} and {name}"

@@ -44,6 +44,7 @@ from harness import Process, StructlogApp, free_port, parse_prometheus, sidewatc
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "kubernetes"
+BENCHMARKS = REPO / "BENCHMARKS.md"
 VALIDATOR = Path(sys.executable).parent / "kubernetes-validate"
 KUBE_VERSION = "1.30.0"
 IMAGE = "sidewatch:0.1.0"
@@ -417,8 +418,22 @@ def test_resources_are_set() -> None:
         assert m, f"memory quantity {q} (write it in Mi or Gi)"
         return int(m.group(1)) * (1024 if m.group(2) == "Gi" else 1)
 
-    # The measured peak (BENCHMARKS.md "Sidecar footprint") fits well within the limit.
+    def millicores(q: str) -> float:
+        m = re.fullmatch(r"(\d+)(m?)", q)
+        assert m, f"cpu quantity {q} (write it in m or whole cores)"
+        return int(m.group(1)) * (1 if m.group(2) else 1000)
+
     assert mib(res["limits"]["memory"]) >= 2 * mib(res["requests"]["memory"]) >= 64
+    # The requests cover what BENCHMARKS.md "Sidecar footprint" measured loaded (its
+    # table: agent CPU in cores, RSS peak), and the limits are above both.
+    section = BENCHMARKS.read_text().split("## Sidecar footprint", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (?:idle|\d+/s)[^|]*\|[^|]*\|[^|]*\| ([0-9.]+) \|[^|]*\| ([0-9.]+) MiB \|$", section, re.M)
+    assert len(rows) >= 3, f"the footprint table of BENCHMARKS.md was not found: {rows}"
+    cpu = max(float(c) for c, _ in rows)
+    peak = max(float(p) for _, p in rows)
+    assert millicores(res["requests"]["cpu"]) >= 1000 * cpu, (res["requests"], cpu)
+    assert mib(res["requests"]["memory"]) >= peak, (res["requests"], peak)
+    assert millicores(res["limits"]["cpu"]) >= 5 * 1000 * cpu and mib(res["limits"]["memory"]) >= 2 * peak
 
 
 def test_readme_describes_every_manifest() -> None:
