@@ -198,3 +198,27 @@ fn a_rule_group_interval_below_a_second_is_refused() {
         .is_ok()
     );
 }
+
+/// fuzz `parse_json` (2026-11-24, 10-minute run): `"duration_ms": 39.07e9823181` is a
+/// valid JSON number but no double; it went into the output as a bare number, which
+/// serde_json (and many consumers) refuse, and into OTLP as infinity. A number out of
+/// a double's range is now kept as its text, a string; one in range stays a number.
+#[test]
+fn a_number_beyond_a_double_is_kept_as_text() {
+    for format in [Format::Json, Format::Structlog] {
+        let record = render(
+            format,
+            r#"{"event": "x", "duration_ms": 39.07e9823181, "neg": -1e400, "tiny": 1e-400, "ok": 2.5e3, "big": 1e308}"#,
+        );
+        let attrs = &record["attributes"];
+        assert_eq!(attrs["duration_ms"], "39.07e9823181", "{record}");
+        assert_eq!(attrs["neg"], "-1e400", "{record}");
+        // Underflow is a double (0), as JSON parsers read it.
+        assert!(attrs["tiny"].is_number(), "{record}");
+        assert_eq!(attrs["ok"], 2500.0, "{record}");
+        assert_eq!(attrs["big"], 1e308, "{record}");
+    }
+    let digits = "9".repeat(400);
+    let record = render(Format::Json, &format!(r#"{{"event": "x", "n": {digits}}}"#));
+    assert_eq!(record["attributes"]["n"], digits.as_str(), "{record}");
+}

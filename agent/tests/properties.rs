@@ -125,10 +125,10 @@ fn check_otlp(batch: &LogBatch) -> Result<(), TestCaseError> {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use prost::Message as _;
     let mut encoder = LogEncoder::new(&[("service.name".into(), "checkout-api".into())]);
-    let mut out = Vec::new();
+    let mut out = bytes::BytesMut::new();
     let stats = encoder.encode(batch, 0..batch.records.len(), &mut out);
     prop_assert_eq!(stats.records as usize, batch.records.len());
-    let request = ExportLogsServiceRequest::decode(out.as_slice())
+    let request = ExportLogsServiceRequest::decode(&out[..])
         .map_err(|e| TestCaseError::fail(format!("undecodable OTLP: {e}")))?;
     let records: usize = request
         .resource_logs

@@ -223,10 +223,15 @@ impl Scanner<'_> {
             b'f' => self.literal(b"false", ValueKind::False, start),
             b'n' => self.literal(b"null", ValueKind::Null, start),
             _ => {
-                self.number()?;
+                let kind = match self.number()? {
+                    true => ValueKind::Number,
+                    // `1e999` is valid JSON but no double: it is kept as its text, a
+                    // string, which every consumer of the JSON output and OTLP can take.
+                    false => ValueKind::Str,
+                };
                 Ok(Value {
                     span: Span::new(start, self.i),
-                    kind: ValueKind::Number,
+                    kind,
                 })
             }
         }
@@ -244,7 +249,10 @@ impl Scanner<'_> {
         }
     }
 
-    fn number(&mut self) -> Result<(), JsonError> {
+    /// Scans a number; true if it is within a double's range. Only a number with an
+    /// exponent or over 300 digits can be out of it, so only those are converted.
+    fn number(&mut self) -> Result<bool, JsonError> {
+        let start = self.i;
         if self.peek() == Some(b'-') {
             self.i += 1;
         }
@@ -257,14 +265,20 @@ impl Scanner<'_> {
             self.i += 1;
             self.one_or_more_digits()?;
         }
+        let mut exponent = false;
         if let Some(b'e' | b'E') = self.peek() {
+            exponent = true;
             self.i += 1;
             if let Some(b'+' | b'-') = self.peek() {
                 self.i += 1;
             }
             self.one_or_more_digits()?;
         }
-        Ok(())
+        if !exponent && self.i - start <= 300 {
+            return Ok(true);
+        }
+        let text = std::str::from_utf8(&self.b[start..self.i]).unwrap_or("");
+        Ok(text.parse::<f64>().is_ok_and(f64::is_finite))
     }
 
     #[inline]

@@ -33,8 +33,13 @@ pub struct LogExport {
     encoder: LogEncoder,
     /// The most records one queue entry holds (`batch.max_records`).
     max_records: usize,
-    /// Reused encode buffer.
-    scratch: Vec<u8>,
+    /// The encode buffer. Each entry is split off it and handed to the queue as it is
+    /// (no copy); the rest of its capacity takes the next entry, and once the queue
+    /// has let go of every entry of an allocation, `reserve` reuses it.
+    scratch: bytes::BytesMut,
+    /// The largest entry so far: reserved before encoding the next, so an entry is
+    /// not moved to a new allocation halfway through.
+    largest: usize,
     /// `sidewatch_export_invalid_ids_total{signal="logs"}`.
     invalid_ids: Counter,
 }
@@ -55,10 +60,13 @@ impl LogExport {
         while start < total {
             let end = (start + self.max_records).min(total);
             self.scratch.clear();
+            self.scratch.reserve(self.largest);
             let stats = self.encoder.encode(batch, start..end, &mut self.scratch);
+            self.largest = self.largest.max(self.scratch.len());
             self.invalid_ids.add(stats.invalid_ids as u64);
+            let entry = self.scratch.split().freeze();
             let mut delay = std::time::Duration::from_millis(100);
-            while let Err(e) = self.queue.append(stats.records, &self.scratch) {
+            while let Err(e) = self.queue.append(stats.records, entry.clone()) {
                 on_error(&e);
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(std::time::Duration::from_secs(5));
@@ -102,7 +110,8 @@ pub fn build_logs(
         queue: queue.clone(),
         encoder: LogEncoder::new(&resource),
         max_records: config.batch_max_records.max(1),
-        scratch: Vec::with_capacity(1024 * 1024),
+        scratch: bytes::BytesMut::with_capacity(1024 * 1024),
+        largest: 0,
         invalid_ids: telemetry.counter(
             "sidewatch_export_invalid_ids_total",
             "Trace or span ids left out of exported records because they were not valid hex.",

@@ -121,7 +121,8 @@ struct Segment {
 struct Cached {
     at: Position,
     records: u32,
-    payload: Arc<[u8]>,
+    /// The encoder's own buffer (a slice of it), not a copy.
+    payload: bytes::Bytes,
 }
 
 #[derive(Debug)]
@@ -326,7 +327,8 @@ impl DiskQueue {
     /// Appends one entry (written, not yet synced). When the disk limit is passed, the
     /// oldest segments are dropped (counted and logged). On an error nothing is left
     /// half-written.
-    pub fn append(&self, records: u32, payload: &[u8]) -> Result<(), QueueError> {
+    pub fn append(&self, records: u32, payload: impl Into<bytes::Bytes>) -> Result<(), QueueError> {
+        let payload: bytes::Bytes = payload.into();
         let mut inner = self.lock();
         let entry_len = (HEADER + payload.len()) as u64;
         let mut current = inner.segments.back().map_or(0, |s| s.bytes);
@@ -338,12 +340,12 @@ impl DiskQueue {
         let mut header = [0u8; HEADER];
         header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
         header[4..8].copy_from_slice(&records.to_le_bytes());
-        header[8..].copy_from_slice(&entry_crc(records, payload).to_le_bytes());
+        header[8..].copy_from_slice(&entry_crc(records, &payload).to_le_bytes());
         let writer = &mut inner.writer;
         // Two writes rather than a copy of the payload behind its header.
         if let Err(e) = writer
             .write_all(&header)
-            .and_then(|()| writer.write_all(payload))
+            .and_then(|()| writer.write_all(&payload))
         {
             // Cut whatever part of the entry reached the file, so the next append
             // starts on a boundary.
@@ -363,12 +365,12 @@ impl DiskQueue {
         // read back from disk when its turn comes. (Keeping the newest instead would
         // serve nothing after an outage: the sender starts at the oldest.)
         if inner.cache_bytes + inner.lent + payload.len() as u64 <= self.limits.memory {
+            inner.cache_bytes += payload.len() as u64;
             inner.cache.push_back(Cached {
                 at,
                 records,
-                payload: Arc::from(payload),
+                payload,
             });
-            inner.cache_bytes += payload.len() as u64;
         }
         self.enforce_disk_limit(&mut inner);
         self.update_gauge(&inner);
@@ -908,9 +910,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = metrics();
         let q = DiskQueue::open(dir.path(), limits(), m.clone()).unwrap();
-        q.append(2, b"aa").unwrap();
-        q.append(3, b"bbb").unwrap();
-        q.append(1, b"c").unwrap();
+        q.append(2, &b"aa"[..]).unwrap();
+        q.append(3, &b"bbb"[..]).unwrap();
+        q.append(1, &b"c"[..]).unwrap();
         q.sync().unwrap();
         assert_eq!(m.bytes.get(), (3 * HEADER + 6) as f64);
         // At most 5 records per request: the first two entries.
@@ -933,7 +935,7 @@ mod tests {
         drop(q);
         let q = DiskQueue::open(dir.path(), limits(), metrics()).unwrap();
         assert!(q.peek(100, 1 << 20).unwrap().is_empty());
-        q.append(1, b"d").unwrap();
+        q.append(1, &b"d"[..]).unwrap();
         assert_eq!(payloads(&q.peek(100, 1 << 20).unwrap()), b"d");
     }
 
@@ -943,7 +945,7 @@ mod tests {
         let saved = || read_position(&dir.path().join("read.pos"));
         let q = DiskQueue::open(dir.path(), limits(), metrics()).unwrap();
         for payload in [b"a", b"b", b"c", b"d"] {
-            q.append(1, payload).unwrap();
+            q.append(1, &payload[..]).unwrap();
         }
         let entries = q.peek(100, 1 << 20).unwrap().entries;
         q.ack(&entries[..1]).unwrap();
@@ -997,7 +999,7 @@ mod tests {
         // Every entry kept in memory is where the disk has it.
         let q = DiskQueue::open(dir.path(), limits, metrics()).unwrap();
         for i in 0..60 {
-            q.append(1, &entry(i)).unwrap();
+            q.append(1, entry(i)).unwrap();
         }
         let cached: Vec<(Position, Vec<u8>)> = q
             .lock()
@@ -1017,7 +1019,7 @@ mod tests {
         let dir2 = tempfile::tempdir().unwrap();
         let q = DiskQueue::open(dir2.path(), limits, metrics()).unwrap();
         for i in 0..60 {
-            q.append(1, &entry(i)).unwrap();
+            q.append(1, entry(i)).unwrap();
         }
         drop(q);
         let q = DiskQueue::open(dir2.path(), limits, metrics()).unwrap();
@@ -1028,8 +1030,8 @@ mod tests {
     fn byte_limit_per_request_still_sends_one_large_entry() {
         let dir = tempfile::tempdir().unwrap();
         let q = DiskQueue::open(dir.path(), limits(), metrics()).unwrap();
-        q.append(1, &[7u8; 100]).unwrap();
-        q.append(1, b"x").unwrap();
+        q.append(1, vec![7u8; 100]).unwrap();
+        q.append(1, &b"x"[..]).unwrap();
         let p = q.peek(100, 10).unwrap();
         assert_eq!(p.entries.len(), 1);
         assert_eq!(p.body.len(), 100);
@@ -1039,8 +1041,8 @@ mod tests {
     fn a_torn_last_entry_is_cut_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
         let q = DiskQueue::open(dir.path(), limits(), metrics()).unwrap();
-        q.append(1, b"whole").unwrap();
-        q.append(1, b"also whole").unwrap();
+        q.append(1, &b"whole"[..]).unwrap();
+        q.append(1, &b"also whole"[..]).unwrap();
         q.sync().unwrap();
         drop(q);
         let seg = segment_path(dir.path(), 0);
@@ -1064,7 +1066,7 @@ mod tests {
         std::fs::write(&seg, &bytes).unwrap();
         let q = DiskQueue::open(dir.path(), limits(), metrics()).unwrap();
         assert_eq!(payloads(&q.peek(100, 1 << 20).unwrap()), b"whole");
-        q.append(1, b"next").unwrap();
+        q.append(1, &b"next"[..]).unwrap();
         assert_eq!(payloads(&q.peek(100, 1 << 20).unwrap()), b"wholenext");
     }
 
@@ -1084,7 +1086,7 @@ mod tests {
         for i in 0..40u32 {
             let mut p = payload.clone();
             p[..4].copy_from_slice(&i.to_le_bytes());
-            q.append(10, &p).unwrap();
+            q.append(10, p.clone()).unwrap();
         }
         let segments = std::fs::read_dir(dir.path())
             .unwrap()
@@ -1122,10 +1124,10 @@ mod tests {
         };
         let q = DiskQueue::open(dir.path(), limits, m.clone()).unwrap();
         let payload = vec![0u8; 30 * 1024];
-        q.append(1, &payload).unwrap();
+        q.append(1, payload.clone()).unwrap();
         let in_flight = q.peek(1, 1 << 20).unwrap();
         for _ in 0..10 {
-            q.append(1, &payload).unwrap();
+            q.append(1, payload.clone()).unwrap();
         }
         assert!(m.dropped.get() > 0);
         let next = q.peek(1, 1 << 20).unwrap();
@@ -1150,7 +1152,7 @@ mod tests {
         for i in 0..9u32 {
             let mut p = vec![0u8; 20 * 1024];
             p[..4].copy_from_slice(&i.to_le_bytes());
-            q.append(1, &p).unwrap();
+            q.append(1, p.clone()).unwrap();
         }
         q.sync().unwrap();
         drop(q);
