@@ -80,6 +80,31 @@ impl Discovery {
     }
 }
 
+impl Discovery {
+    /// `path` as a file change notification names it (the watcher's spelling: usually
+    /// absolute), spelled as the globs spell it, if one of them matches it: the path
+    /// is taken relative to a pattern's listed directory (both resolved), then matched
+    /// with that pattern's prefix in front. A path whose directory is gone matches
+    /// nothing.
+    pub fn match_event_path(&self, path: &std::path::Path) -> Option<PathBuf> {
+        let name = path.file_name()?;
+        let parent = std::fs::canonicalize(path.parent()?).ok()?;
+        for (prefix, _) in &self.roots {
+            let Ok(root) = std::fs::canonicalize(listing_dir(prefix)) else {
+                continue;
+            };
+            let Ok(rel) = parent.strip_prefix(&root) else {
+                continue;
+            };
+            let spelled = PathBuf::from(format!("{prefix}{}", rel.join(name).display()));
+            if self.set.is_match(&spelled) {
+                return Some(spelled);
+            }
+        }
+        None
+    }
+}
+
 fn listing_dir(prefix: &str) -> PathBuf {
     if prefix.is_empty() {
         PathBuf::from(".")
@@ -91,6 +116,26 @@ fn listing_dir(prefix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_paths_are_matched_as_the_globs_spell_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("logs/sub")).unwrap();
+        let abs = dir.path().canonicalize().unwrap();
+        let pattern = |p: &str| format!("{}/{p}", dir.path().display());
+        let d = Discovery::new(&[pattern("logs/*.log"), pattern("logs/**/*.json")]).unwrap();
+        assert_eq!(
+            d.match_event_path(&abs.join("logs/app.log")),
+            Some(PathBuf::from(pattern("logs/app.log")))
+        );
+        assert_eq!(
+            d.match_event_path(&abs.join("logs/sub/x.json")),
+            Some(PathBuf::from(pattern("logs/sub/x.json")))
+        );
+        assert_eq!(d.match_event_path(&abs.join("logs/app.log.1")), None);
+        assert_eq!(d.match_event_path(&abs.join("logs/sub/x.log")), None);
+        assert_eq!(d.match_event_path(&abs.join("gone/app.log")), None);
+    }
 
     #[test]
     fn matches_files_at_the_right_depth() {

@@ -154,12 +154,30 @@ impl TailMetrics {
     }
 
     /// A file event (discovered, rotated, truncated, closed): a log line and a counter.
+    /// A file created and gone (deleted, or renamed out of the globs) before it could
+    /// be opened: nothing it held was read.
+    fn missed_file(&self, path: &str) {
+        tracing::warn!(
+            component = %self.source,
+            file = path,
+            event = "missed",
+            "file created and gone (deleted or renamed out of the globs) before sidewatch could open it: lines written to it, if any, were not read"
+        );
+        self.telemetry
+            .counter(
+                "sidewatch_file_events_total",
+                "Files discovered, rotated away, truncated, closed, or missed (created and gone before they could be opened).",
+                &[("source", &self.source), ("event", "missed")],
+            )
+            .inc();
+    }
+
     fn file_event(&self, event: &'static str, path: &str, detail: &str) {
         tracing::info!(component = %self.source, file = path, event, "{detail}");
         self.telemetry
             .counter(
                 "sidewatch_file_events_total",
-                "Files discovered, rotated away, truncated, closed.",
+                "Files discovered, rotated away, truncated, closed, or missed (created and gone before they could be opened).",
                 &[("source", &self.source), ("event", event)],
             )
             .inc();
@@ -278,6 +296,46 @@ pub struct FileTail {
     waker: Waker,
     watcher: Option<notify::RecommendedWatcher>,
     watched: Vec<PathBuf>,
+    /// Files the watcher saw created, checked at the next rescan: one that is gone
+    /// before it was ever opened is counted and logged, never lost silently.
+    created: Created,
+}
+
+/// A file the watcher saw created within the globs: its path as the globs spell it,
+/// its identity when it could still be read, and how many rescans have seen it
+/// neither open nor gone.
+struct CreatedFile {
+    path: PathBuf,
+    key: Option<(u64, u64)>,
+    rescans: u8,
+}
+
+type Created = Arc<Mutex<Vec<CreatedFile>>>;
+
+/// At most this many created files wait for the next rescan (a storm of creations
+/// past it is not checked one by one; the rescan still finds every file that exists).
+const MAX_CREATED: usize = 4096;
+
+/// The watcher's side: remembers each created path the globs match, with its
+/// identity if it still exists.
+fn note_created(discovery: &Discovery, created: &Created, paths: &[PathBuf]) {
+    for path in paths {
+        let Some(spelled) = discovery.match_event_path(path) else {
+            continue;
+        };
+        let key = std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| (m.dev(), m.ino()));
+        let mut created = created.lock().unwrap_or_else(|e| e.into_inner());
+        if created.len() < MAX_CREATED {
+            created.push(CreatedFile {
+                path: spelled,
+                key,
+                rescans: 0,
+            });
+        }
+    }
 }
 
 impl FileTail {
@@ -298,10 +356,18 @@ impl FileTail {
             tx,
             rescan: Arc::new(AtomicBool::new(true)),
         };
+        let created: Created = Arc::new(Mutex::new(Vec::new()));
         let watcher = config.notify.then(|| {
             let waker = waker.clone();
+            let created = created.clone();
+            let discovery = discovery.clone();
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 use notify::EventKind;
+                if let Ok(e) = &event
+                    && matches!(e.kind, EventKind::Create(_))
+                {
+                    note_created(&discovery, &created, &e.paths);
+                }
                 let rescan = match &event {
                     Ok(e) => matches!(
                         e.kind,
@@ -347,6 +413,7 @@ impl FileTail {
             waker,
             watcher,
             watched: Vec::new(),
+            created,
         })
     }
 
@@ -566,6 +633,7 @@ impl FileTail {
                 Some((meta.dev(), meta.ino()))
             }));
         }
+        self.check_created();
         for (key, tracked) in self.files.iter_mut() {
             if !present.contains(key) && tracked.rotated_since.is_none() {
                 tracked.rotated_since = Some(now);
@@ -581,6 +649,37 @@ impl FileTail {
             }
         }
         self.publish_status();
+    }
+
+    /// The files created since the last rescan: each was opened (fine), is still
+    /// there to be opened (looked at again by the next rescans), or went — deleted or
+    /// renamed out of the globs — before the agent could open it: then whatever it
+    /// held was not read, and that is counted (`sidewatch_file_events_total{event=
+    /// "missed"}`) and logged.
+    fn check_created(&mut self) {
+        let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut again = Vec::new();
+        for mut file in created {
+            if file.key.is_some_and(|key| self.files.contains_key(&key)) {
+                continue;
+            }
+            if let (Some(key), Ok(meta)) = (file.key, std::fs::metadata(&file.path))
+                && (meta.dev(), meta.ino()) == key
+            {
+                // Created after this rescan listed the directory, or not openable
+                // (reported as open_failed): looked at again, a few times.
+                file.rescans += 1;
+                if file.rescans < 3 {
+                    again.push(file);
+                }
+                continue;
+            }
+            self.metrics.missed_file(&file.path.display().to_string());
+        }
+        self.created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(again);
     }
 
     fn watch_dirs(&mut self) {
@@ -1208,5 +1307,72 @@ impl Emitter<'_> {
         self.tally.invalid_utf8 += invalid_utf8 as u64;
         self.tally.levels[level_index(record.severity_number)] += 1;
         batch.records.push(record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watcher's notes of created files, checked at the next rescan, here driven by
+    /// hand: a real watcher races the tail thread, which usually opens a new file
+    /// within a millisecond (the race these checks are for).
+    #[test]
+    fn a_file_created_and_gone_before_it_was_opened_is_counted_as_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let store = StateStore::open(&dir.path().join("data")).unwrap();
+        let telemetry = Telemetry::new();
+        let mut config =
+            LogSourceConfig::defaults("app", vec![format!("{}/*.log", logs.display())]);
+        config.notify = false;
+        let mut tail = FileTail::new(config, &store, &telemetry).unwrap();
+        let missed = telemetry.counter(
+            "sidewatch_file_events_total",
+            "",
+            &[("source", "app"), ("event", "missed")],
+        );
+        let mut batch = LogBatch::new(Arc::from("app"));
+        tail.rescan(true, &mut batch);
+        let note = |name: &str| {
+            note_created(&tail.discovery, &tail.created, &[logs.join(name)]);
+        };
+
+        // Created, noted by the watcher, deleted before the rescan: missed.
+        std::fs::write(logs.join("a.log"), "{\"event\": \"lost\"}\n").unwrap();
+        note("a.log");
+        std::fs::remove_file(logs.join("a.log")).unwrap();
+        // Renamed out of the globs before the rescan: missed too.
+        std::fs::write(logs.join("b.log"), "{\"event\": \"lost\"}\n").unwrap();
+        note("b.log");
+        std::fs::rename(logs.join("b.log"), logs.join("b.log.1")).unwrap();
+        // Already gone when the watcher looked: missed.
+        note("c.log");
+        // Outside the globs: not noted.
+        std::fs::write(logs.join("d.txt"), "x\n").unwrap();
+        note("d.txt");
+        // Created and still there: opened by the rescan, not missed.
+        std::fs::write(logs.join("e.log"), "{\"event\": \"kept\"}\n").unwrap();
+        note("e.log");
+        assert_eq!(tail.created.lock().unwrap().len(), 4, "d.txt is not noted");
+        tail.rescan(false, &mut batch);
+        assert_eq!(missed.get(), 3);
+        assert!(tail.created.lock().unwrap().is_empty());
+        assert!(
+            tail.files.values().any(|f| f.path.ends_with("e.log")),
+            "e.log is open"
+        );
+        // A file the rescan listed before it existed is looked at again, not missed.
+        std::fs::write(logs.join("f.log"), "").unwrap();
+        let meta = std::fs::metadata(logs.join("f.log")).unwrap();
+        tail.created.lock().unwrap().push(CreatedFile {
+            path: logs.join("f.log"),
+            key: Some((meta.dev(), meta.ino())),
+            rescans: 0,
+        });
+        tail.check_created();
+        assert_eq!(missed.get(), 3);
+        assert_eq!(tail.created.lock().unwrap().len(), 1);
     }
 }
