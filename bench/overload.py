@@ -57,6 +57,7 @@ gigabytes, which must not fill a shared disk (`--max-gb` caps the total written)
   .venv/bin/python bench/overload.py                        # release binary, 4 writers, 10×, 60 s
   .venv/bin/python bench/overload.py --binary target/debug/sidewatch --duration 60 --max-gb 2
   .venv/bin/python bench/overload.py --json overload.json   # also the figures as JSON
+  .venv/bin/python bench/overload.py --cpu-limit 0.25       # the agent under a pod-like CPU limit (cgroup quota)
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--healthz-p99", type=float, default=1000, help="the /healthz p99 promise, ms (1000)")
     ap.add_argument("--min-ratio", type=float, default=0,
                     help="fail if the writers reach less than this × the capacity and × the read rate during the run")
+    ap.add_argument("--cpu-limit", type=float, default=None,
+                    help="run the agent under this CPU limit in cores (a cgroup's CPU quota, as a pod's "
+                         "`limits.cpu`); the capacity is measured under it too. Needs a writable cgroup fs")
     ap.add_argument("--dir", default=None, help="scratch parent directory (default /dev/shm, else $TMPDIR)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
@@ -147,6 +151,41 @@ def run(args) -> tuple[dict, list[str]]:
 
 def _records(agent: Agent) -> float:
     return agent.metric_sum("sidewatch_log_records_total")
+
+
+class CpuLimit:
+    """The agent's process in a cgroup of its own with a CPU quota (cgroup v2's `cpu.max`,
+    or v1's `cpu.cfs_quota_us`): the kernel throttles it as it throttles a container with
+    a CPU limit. Removed by `close` once the agent has exited."""
+
+    def __init__(self, pid: int, cores: float):
+        period = 100_000
+        quota = max(1000, int(cores * period))
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+        if v2.exists() and "cpu" in v2.read_text().split():
+            self.dir = Path("/sys/fs/cgroup") / f"sidewatch-overload-{os.getpid()}"
+            self.dir.mkdir()
+            (self.dir / "cpu.max").write_text(f"{quota} {period}")
+        else:
+            self.dir = Path("/sys/fs/cgroup/cpu") / f"sidewatch-overload-{os.getpid()}"
+            self.dir.mkdir()
+            (self.dir / "cpu.cfs_period_us").write_text(str(period))
+            (self.dir / "cpu.cfs_quota_us").write_text(str(quota))
+        (self.dir / "cgroup.procs").write_text(str(pid))
+        self.cores = cores
+
+    def close(self) -> None:
+        try:
+            self.dir.rmdir()
+        except OSError:
+            pass
+
+
+def cpu_limit(pid: int, cores: float) -> CpuLimit:
+    try:
+        return CpuLimit(pid, cores)
+    except OSError as e:
+        raise SystemExit(f"--cpu-limit needs a writable cgroup cpu controller: {e}") from e
 
 
 def _capacity(agent: Agent, logs: Path, args) -> tuple[float, int]:
@@ -198,6 +237,7 @@ def _run(args, scratch: Path) -> tuple[dict, list[str]]:
     with agent:
         agent.start()
         pid = agent.process.pid
+        limit = cpu_limit(pid, args.cpu_limit) if args.cpu_limit else None
         idle_rss = proc_memory(pid)[0]
         bound, formula = memory_bound(idle_rss, queue_memory=16 * MIB)
         sampler = ProcSampler(pid, interval=0.5).start()
@@ -264,6 +304,8 @@ def _run(args, scratch: Path) -> tuple[dict, list[str]]:
         log_text = agent.process.output()
         code = agent.terminate(timeout=30, expect=None)
         summary = collector.summary()
+    if limit is not None:
+        limit.close()
     gens = [g for w in writers for g in w.snapshot()]
     written = sum(g.lines for g in gens)
     written_bytes = sum(g.bytes for g in gens)
@@ -289,6 +331,7 @@ def _run(args, scratch: Path) -> tuple[dict, list[str]]:
     fig = sampler.figures()
     evals_expected = 2 * over_s  # 2 rules every 1s (the counter counts rule evaluations)
     figures = {
+        "cpu_limit_cores": args.cpu_limit,
         "capacity_lines_s": round(capacity),
         "capacity_mb_s": round(capacity * lb / 1e6, 1),
         "target_lines_s": round(target),

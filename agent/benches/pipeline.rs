@@ -406,12 +406,17 @@ fn run_otlp_suite(
         eprintln!("sidewatch: exporting the corpus over OTLP/HTTP (no compression) ...");
         plains.push(run_agent(bin, dir, &run, corpus, clk_tck)?);
         let received = run.receiver.as_ref().map(|r| r.stats()).unwrap_or_default();
+        let receiver_cpu_s =
+            run.receiver.as_ref().map_or(0, |r| r.cpu_ticks()) as f64 / clk_tck as f64;
+        let wall_s = plains.last().map_or(0.0, |r| r.measurement.wall_s);
         eprintln!(
-            "  receiver: {} requests, {:.1} MB of protobuf, {} records; {} requests decoded fully too, same count",
+            "  receiver: {} requests, {:.1} MB of protobuf, {} records; {} requests decoded fully too, same count; \
+             {receiver_cpu_s:.2} CPU-s ({:.2} cores beside the agent)",
             received.0,
             received.1 as f64 / 1e6,
             received.2,
-            received.3
+            received.3,
+            receiver_cpu_s / wall_s.max(1e-9)
         );
     }
     let gzip = otlp_run("otlp-gzip", "gzip")?;
@@ -444,7 +449,20 @@ fn run_otlp_suite(
             .iter()
             .map(|r| format!("{:.2}", r.measurement.wall_s))
             .collect();
-        println!("{name} runs' wall s: {}", walls.join(", "));
+        let busiest: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:.0}%",
+                    100.0 * r.measurement.busiest_thread_s / r.measurement.wall_s
+                )
+            })
+            .collect();
+        println!(
+            "{name} runs' wall s: {}; busiest thread busy {} of the wall time",
+            walls.join(", "),
+            busiest.join(", ")
+        );
     }
     let ratio = blackhole.measurement.wall_s / plain.measurement.wall_s;
     println!(
@@ -503,6 +521,9 @@ mod otlp_receiver {
         records: AtomicU64,
         /// Requests decoded fully with `prost` as well, whose count agreed.
         verified: AtomicU64,
+        /// CPU time (clock ticks) of the threads serving connections: the receiver's
+        /// share of the two cores the agent also runs on.
+        cpu_ticks: AtomicU64,
     }
 
     impl Counter {
@@ -528,6 +549,11 @@ mod otlp_receiver {
             self.records.load(Ordering::Relaxed)
         }
 
+        /// CPU ticks the receiver's connection threads have used.
+        pub(crate) fn cpu_ticks(&self) -> u64 {
+            self.cpu_ticks.load(Ordering::Relaxed)
+        }
+
         /// (requests, wire bytes, records, requests also decoded fully and agreeing).
         pub(crate) fn stats(&self) -> (u64, u64, u64, u64) {
             (
@@ -537,6 +563,21 @@ mod otlp_receiver {
                 self.verified.load(Ordering::Relaxed),
             )
         }
+    }
+
+    /// utime + stime of the calling thread, in clock ticks.
+    fn thread_cpu_ticks() -> std::io::Result<u64> {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the command: state is field 3, utime 14 and stime 15 (1-based).
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(tick(11) + tick(12))
     }
 
     /// A varint at `at`, and where it ends.
@@ -609,6 +650,7 @@ mod otlp_receiver {
         let mut reader = BufReader::with_capacity(1 << 20, stream);
         let mut body = Vec::new();
         let mut inflated = Vec::new();
+        let mut ticks = 0u64;
         loop {
             let mut length = 0usize;
             let mut gzip = false;
@@ -630,9 +672,12 @@ mod otlp_receiver {
                     gzip = true;
                 }
             }
-            body.resize(length, 0);
-            if reader.read_exact(&mut body).is_err() {
-                return;
+            // Read into the reused buffer without zero-filling it first (a megabyte-sized
+            // memset per request is CPU the agent beside it would not get).
+            body.clear();
+            match (&mut reader).take(length as u64).read_to_end(&mut body) {
+                Ok(n) if n == length => {}
+                _ => return,
             }
             let payload: &[u8] = if gzip {
                 inflated.clear();
@@ -676,6 +721,12 @@ mod otlp_receiver {
                 .wire_bytes
                 .fetch_add(length as u64, Ordering::Relaxed);
             counter.records.fetch_add(records, Ordering::Relaxed);
+            if let Ok(now) = thread_cpu_ticks() {
+                counter
+                    .cpu_ticks
+                    .fetch_add(now.saturating_sub(ticks), Ordering::Relaxed);
+                ticks = now;
+            }
             let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
             if writer.write_all(reply).is_err() {
                 return;
