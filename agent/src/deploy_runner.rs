@@ -343,18 +343,19 @@ impl DeployRunner {
                 }
                 _ = tick.tick() => {}
             }
-            let (events, running) = {
-                let mut d = lock(&self.deployments);
-                let events = d.tick(unix_nanos());
-                let running: Vec<Deployment> = d
-                    .tracker
-                    .history
-                    .iter()
-                    .filter(|d| d.verifying())
-                    .cloned()
-                    .collect();
-                (events, running)
-            };
+            let (events, running) = self
+                .with_deployments(|d| {
+                    let events = d.tick(unix_nanos());
+                    let running: Vec<Deployment> = d
+                        .tracker
+                        .history
+                        .iter()
+                        .filter(|d| d.verifying())
+                        .cloned()
+                        .collect();
+                    (events, running)
+                })
+                .await;
             let verifying = !running.is_empty();
             for event in &events {
                 log_event(event);
@@ -446,8 +447,24 @@ impl DeployRunner {
         }
     }
 
+    /// `f` with the deployments locked, on the blocking pool: the sink holds the lock
+    /// while it ingests a batch (for long stretches when the agent is CPU-throttled), and a
+    /// runtime worker, which the health probes and the exporters share, must not wait.
+    async fn with_deployments<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Deployments) -> R + Send + 'static,
+    ) -> R {
+        let deployments = self.deployments.clone();
+        match tokio::task::spawn_blocking(move || f(&mut lock(&deployments))).await {
+            Ok(value) => value,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     pub async fn save(&self) {
-        let bytes = serde_json::to_vec(&lock(&self.deployments).snapshot());
+        let bytes = self
+            .with_deployments(|d| serde_json::to_vec(&d.snapshot()))
+            .await;
         let bytes = match bytes {
             Ok(b) => b,
             Err(e) => {
@@ -534,25 +551,18 @@ pub async fn consume_probes(
     started: tokio::sync::mpsc::UnboundedSender<Deployment>,
 ) {
     while let Some(sample) = samples.recv().await {
-        let labels =
-            |name: &str| Labels::from_pairs([("__name__", name), ("probe", &*sample.probe)]);
-        {
-            let mut engine = crate::rule_runner::lock(&engine);
-            let t = sample.time_unix_nano;
-            engine.push_sample(
-                &labels("probe_success"),
-                t,
-                Some(f64::from(u8::from(sample.success))),
-            );
-            engine.push_sample(
-                &labels("probe_duration_seconds"),
-                t,
-                Some(sample.duration_seconds),
-            );
-            if let Some(code) = sample.status_code {
-                engine.push_sample(&labels("probe_http_status_code"), t, Some(f64::from(code)));
-            }
-        }
+        // The engine's and the deployments' locks are taken on the blocking pool: the sink
+        // holds them while it ingests a batch, and a runtime worker must not wait for that.
+        let (engine, deployments) = (engine.clone(), deployments.clone());
+        let record = tokio::task::spawn_blocking(move || {
+            push_probe_sample(&engine, &sample);
+            let events = lock(&deployments).probe(&sample);
+            (sample, events)
+        });
+        let (sample, events) = match record.await {
+            Ok(done) => done,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         let probe = [("probe", &*sample.probe)];
         telemetry
             .gauge(
@@ -581,13 +591,32 @@ pub async fn consume_probes(
         if let Ok(mut board) = board.lock() {
             board.insert(sample.probe.to_string(), sample.clone());
         }
-        let events = lock(&deployments).probe(&sample);
         for event in &events {
             log_event(event);
             if let DeploymentEvent::Started(d) = event {
                 let _ = started.send(d.clone());
             }
         }
+    }
+}
+
+/// A probe result as the rules' `probe_*` series.
+fn push_probe_sample(engine: &SharedEngine, sample: &ProbeSample) {
+    let labels = |name: &str| Labels::from_pairs([("__name__", name), ("probe", &*sample.probe)]);
+    let mut engine = crate::rule_runner::lock(engine);
+    let t = sample.time_unix_nano;
+    engine.push_sample(
+        &labels("probe_success"),
+        t,
+        Some(f64::from(u8::from(sample.success))),
+    );
+    engine.push_sample(
+        &labels("probe_duration_seconds"),
+        t,
+        Some(sample.duration_seconds),
+    );
+    if let Some(code) = sample.status_code {
+        engine.push_sample(&labels("probe_http_status_code"), t, Some(f64::from(code)));
     }
 }
 

@@ -328,7 +328,7 @@ impl NotifyRunner {
         let mut deliveries = tokio::task::JoinSet::new();
         loop {
             let now = unix_nanos();
-            self.pass(now);
+            self.pass(now).await;
             for entry in self.outbox.due(now, &|id| busy.contains(id)) {
                 let Some(integration) = self.integration_of(&entry) else {
                     // Its receiver or integration is gone from the config.
@@ -404,8 +404,8 @@ impl NotifyRunner {
 
     /// Collects the current alerts, runs the dispatcher, and sends what is due to the
     /// Alertmanagers.
-    fn pass(&mut self, now: i64) {
-        let alerts = self.current_alerts(now);
+    async fn pass(&mut self, now: i64) {
+        let alerts = self.current_alerts(now).await;
         for alert in &alerts {
             self.dispatcher.ingest(alert.clone(), now);
         }
@@ -447,31 +447,42 @@ impl NotifyRunner {
 
     /// The rules' firing and recently resolved alerts and the deployment verdict, plus a
     /// resolve for each alert that was current last time and no longer is.
-    fn current_alerts(&mut self, now: i64) -> Vec<NotifyAlert> {
+    async fn current_alerts(&mut self, now: i64) -> Vec<NotifyAlert> {
         let generator_url = format!("{}/api/v1/alerts", self.config.external_url);
-        let mut alerts: Vec<NotifyAlert> = Vec::new();
-        if let Some(engine) = &self.engine {
-            let engine = crate::rule_runner::lock(engine);
-            for a in engine.notifiable_alerts() {
-                alerts.push(NotifyAlert {
-                    labels: a.labels.clone(),
-                    annotations: a.annotations.clone(),
-                    starts_at: a.fired_at.unwrap_or(a.active_at),
-                    ends_at: a.resolved_at,
-                    generator_url: generator_url.clone(),
-                });
+        let (engine, deployments) = (self.engine.clone(), self.deployments.clone());
+        let (service, notify_on_pass) = (self.service.clone(), self.notify_on_pass);
+        // On the blocking pool: the sink holds the engine's and the deployments' locks
+        // while it ingests a batch, and a runtime worker must not wait for them.
+        let read = tokio::task::spawn_blocking(move || {
+            let mut alerts: Vec<NotifyAlert> = Vec::new();
+            if let Some(engine) = &engine {
+                let engine = crate::rule_runner::lock(engine);
+                for a in engine.notifiable_alerts() {
+                    alerts.push(NotifyAlert {
+                        labels: a.labels.clone(),
+                        annotations: a.annotations.clone(),
+                        starts_at: a.fired_at.unwrap_or(a.active_at),
+                        ends_at: a.resolved_at,
+                        generator_url: generator_url.clone(),
+                    });
+                }
             }
-        }
-        if let Some(deployments) = &self.deployments
-            && let Some(alert) = deployment_alert(
-                &crate::deploy_runner::lock(deployments).tracker,
-                &self.service,
-                self.notify_on_pass,
-                &generator_url,
-            )
-        {
-            alerts.push(alert);
-        }
+            if let Some(deployments) = &deployments
+                && let Some(alert) = deployment_alert(
+                    &crate::deploy_runner::lock(deployments).tracker,
+                    &service,
+                    notify_on_pass,
+                    &generator_url,
+                )
+            {
+                alerts.push(alert);
+            }
+            alerts
+        });
+        let mut alerts = match read.await {
+            Ok(alerts) => alerts,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         let current: HashSet<u64> = alerts.iter().map(|a| a.fingerprint()).collect();
         for (fp, alert) in &self.last {
             if !current.contains(fp) && !alert.resolved_at(now) {

@@ -153,7 +153,7 @@ impl RuleRunner {
         tokio::spawn(forward_sighup(reload_tx, shutdown.clone()));
         let mut announced = std::collections::HashSet::new();
         loop {
-            let next = lock(&self.engine).next_tick();
+            let next = self.with_engine(|engine| engine.next_tick()).await;
             let wait = match next {
                 Some(t) => Duration::from_nanos((t + delay - unix_nanos()).max(0) as u64),
                 // No rules: nothing to evaluate until a reload brings some.
@@ -171,10 +171,10 @@ impl RuleRunner {
                 }
                 _ = tokio::time::sleep(wait) => {
                     let now = unix_nanos() - delay;
-                    let events = lock(&self.engine).advance(now);
+                    let events = self.with_engine(move |engine| engine.advance(now)).await;
                     self.evaluated.notify_one();
                     self.report(&events);
-                    self.report_limits(&mut announced);
+                    self.report_limits(&mut announced).await;
                     self.save(now).await;
                 }
             }
@@ -188,11 +188,25 @@ impl RuleRunner {
         self.save(now).await;
     }
 
+    /// `f` with the engine locked, on the blocking pool: the sink holds the lock while it
+    /// ingests a batch (for long stretches when the agent is CPU-throttled) and an
+    /// evaluation is CPU work; neither may stall a runtime worker, which the health
+    /// probes, the API's clients and the exporters share.
+    async fn with_engine<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> R + Send + 'static,
+    ) -> R {
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || f(&mut lock(&engine))).await {
+            Ok(value) => value,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     async fn save(&self, now: i64) {
-        let bytes = {
-            let engine = lock(&self.engine);
-            serde_json::to_vec(&engine.snapshot(now))
-        };
+        let bytes = self
+            .with_engine(move |engine| serde_json::to_vec(&engine.snapshot(now)))
+            .await;
         let bytes = match bytes {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -200,6 +214,7 @@ impl RuleRunner {
                 return;
             }
         };
+        // Written after the engine's lock is released: the sink never waits on this fsync.
         let store = self.store.clone();
         let result = tokio::task::spawn_blocking(move || store.save_rule_state(&bytes)).await;
         if let Ok(Err(e)) = result {
@@ -208,15 +223,26 @@ impl RuleRunner {
     }
 
     /// Says once per log window that it reached `max_series`.
-    fn report_limits(&self, announced: &mut std::collections::HashSet<String>) {
-        let engine = lock(&self.engine);
-        for (window, users) in engine.logs.windows.iter().zip(&engine.window_users) {
-            if window.series_limit_hit && announced.insert(window.key.clone()) {
-                let rules: Vec<String> = users.iter().map(|(g, r)| format!("{g}/{r}")).collect();
+    async fn report_limits(&self, announced: &mut std::collections::HashSet<String>) {
+        let limited = self
+            .with_engine(|engine| {
+                let windows = engine.logs.windows.iter().zip(&engine.window_users);
+                windows
+                    .filter(|(window, _)| window.series_limit_hit)
+                    .map(|(window, users)| {
+                        let rules: Vec<String> =
+                            users.iter().map(|(g, r)| format!("{g}/{r}")).collect();
+                        (window.key.clone(), rules, window.max_series)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        for (key, rules, max_series) in limited {
+            if announced.insert(key) {
                 tracing::warn!(
                     component = "rules",
                     rules = ?rules,
-                    max_series = window.max_series,
+                    max_series,
                     "a rule's log query reached rules.max_series: records of new series are not counted (sidewatch_rule_series_limited_total); group by fewer or coarser fields, or raise the limit"
                 );
             }

@@ -263,7 +263,8 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         _ => None,
     };
     let api_stop = CancellationToken::new();
-    let api_task = tokio::spawn(api::serve(listener, api_state, api_stop.clone()));
+    let api_done = api::spawn(listener.into_std()?, api_state, api_stop.clone())
+        .context("cannot start the API thread")?;
     ready.store(true, Ordering::Relaxed);
     tracing::info!(
         listen = %config.api.listen,
@@ -346,7 +347,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
     }
     api_stop.cancel();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), api_task).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), api_done).await;
     if outcome == Outcome::Clean {
         tracing::info!("shutdown complete");
     }

@@ -9,7 +9,7 @@ fail with the list of broken promises and the figures. Everything they write goe
 - overload: capacity measured first (~15 s), then 4 writers at 15× it (≥ 10× asserted)
   for up to 45 s or 2.5 GB, each rotating its file every 3 s (2 backups): RSS under
   the bound derived from the config, every
-  `/healthz` answered (p99 ≤ 2 s on a debug build), rules evaluated, exporter drops
+  `/healthz` answered (p99 ≤ 1.5 s on a debug build), rules evaluated, exporter drops
   logged, a rotated file deleted before the agent opened it (if any) counted as
   `missed` and logged, the line accounting closes, SIGTERM → 0.
 - soak: 120 s at 5,000 lines/s, rotation every 15 s, the collector away for 30 s,
@@ -69,7 +69,11 @@ def test_overload_keeps_memory_bounded_health_and_rules_and_counts_drops(tmp_pat
         "--duration", "45", "--probe-seconds", "15", "--after", "5",
         "--ratio", "15", "--min-ratio", "8", "--writers", "4",
         "--rotate-every", "3", "--backups", "2",
-        "--max-gb", "2.5", "--healthz-p99", "2000",
+        # /healthz p99 ≤ 1.5 s: the API has its own thread and never waits for a lock, so
+        # under the 0.1-core quota it answers within a few 100 ms throttling periods
+        # (0.3-0.4 s max here). With it on the shared runtime (behind a gzip or a rule
+        # evaluation waiting for the engine) a CI run measured p99 2.7 s.
+        "--max-gb", "2.5", "--healthz-p99", "1500",
         "--save-log", str(tmp_path),  # the agent's log, when a promise breaks
     ])
     figures, failures = overload.run(args)

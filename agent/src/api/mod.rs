@@ -92,8 +92,58 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
+/// Starts the API on a thread of its own ("sidewatch-api") with a single-threaded
+/// runtime, as linkerd's proxy runs its admin server: `/healthz` must not wait behind the
+/// work of the main runtime's workers (an OTLP request being gzipped, a rule evaluation),
+/// which under a pod's CPU limit took seconds and failed liveness probes. Handlers that
+/// read the pipeline's shared state take its locks on this runtime's blocking pool
+/// (`locked`), so this thread never waits for a lock either. The receiver resolves once
+/// the server has stopped (after `shutdown`).
+pub fn spawn(
+    listener: std::net::TcpListener,
+    state: Arc<ApiState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .thread_name("sidewatch-api-blocking")
+        .build()?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sidewatch-api".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener, state, shutdown).await,
+                    Err(e) => tracing::error!(component = "api", "api server failed: {e}"),
+                }
+            });
+            // A handler still waiting for a lock does not hold the agent's exit.
+            runtime.shutdown_background();
+            let _ = done_tx.send(());
+        })?;
+    Ok(done_rx)
+}
+
+/// `read` (which takes the pipeline's locks: the engine, the deployments) on the API
+/// runtime's blocking pool: the sink holds those locks while it ingests a batch, for
+/// long stretches when the agent is CPU-throttled, and the API thread must keep
+/// answering `/healthz` meanwhile.
+async fn locked<R: Send + 'static>(
+    state: &Arc<ApiState>,
+    read: impl FnOnce(&ApiState) -> R + Send + 'static,
+) -> R {
+    let state = state.clone();
+    match tokio::task::spawn_blocking(move || read(&state)).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Serves until `shutdown`.
-pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: CancellationToken) {
+async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: CancellationToken) {
     let app = router(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -120,7 +170,7 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    let body = exposition(&state);
+    let body = locked(&state, exposition).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -162,7 +212,7 @@ pub fn exposition(state: &ApiState) -> String {
 }
 
 async fn status(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
-    Json(status_document(&state))
+    Json(locked(&state, status_document).await)
 }
 
 /// The `/api/v1/status` document (also what the status page shows).
@@ -289,7 +339,7 @@ fn rule_groups(engine: &crate::rule_runner::SharedEngine) -> Vec<serde_json::Val
 
 /// Active alerts in the shape of Prometheus' `/api/v1/alerts`.
 async fn alerts(State(state): State<Arc<ApiState>>) -> Json<serde_json::Value> {
-    let alerts = active_alerts(&state);
+    let alerts = locked(&state, active_alerts).await;
     Json(serde_json::json!({ "status": "success", "data": { "alerts": alerts } }))
 }
 
@@ -345,7 +395,7 @@ fn no_deployments() -> Response {
 }
 
 async fn list_deployments(State(state): State<Arc<ApiState>>) -> Response {
-    match deployment_history(&state) {
+    match locked(&state, deployment_history).await {
         Some(history) => Json(history).into_response(),
         None => no_deployments(),
     }
@@ -367,38 +417,46 @@ async fn get_deployment(
     State(state): State<Arc<ApiState>>,
     axum::extract::Path(version): axum::extract::Path<String>,
 ) -> Response {
-    let Some((deployments, _)) = &state.deployments else {
-        return no_deployments();
-    };
-    let d = crate::deploy_runner::lock(deployments);
-    match d.find(&version).or_else(|| d.tracker.find_id(&version)) {
-        Some(deployment) => Json(deployment).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": format!("no deployment of version {version:?}") })),
-        )
-            .into_response(),
-    }
+    locked(&state, move |state| {
+        let Some((deployments, _)) = &state.deployments else {
+            return no_deployments();
+        };
+        let d = crate::deploy_runner::lock(deployments);
+        match d.find(&version).or_else(|| d.tracker.find_id(&version)) {
+            Some(deployment) => Json(deployment).into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                Json(
+                    serde_json::json!({ "error": format!("no deployment of version {version:?}") }),
+                ),
+            )
+                .into_response(),
+        }
+    })
+    .await
 }
 
 async fn get_baseline(
     State(state): State<Arc<ApiState>>,
     axum::extract::Path(version): axum::extract::Path<String>,
 ) -> Response {
-    let Some((deployments, _)) = &state.deployments else {
-        return no_deployments();
-    };
-    let d = crate::deploy_runner::lock(deployments);
-    if !d.verifier.has_version(&version) {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(
-                serde_json::json!({ "error": format!("no evidence of version {version:?} here") }),
-            ),
-        )
-            .into_response();
-    }
-    Json(d.verifier.summary(&version)).into_response()
+    locked(&state, move |state| {
+        let Some((deployments, _)) = &state.deployments else {
+            return no_deployments();
+        };
+        let d = crate::deploy_runner::lock(deployments);
+        if !d.verifier.has_version(&version) {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(
+                    serde_json::json!({ "error": format!("no evidence of version {version:?} here") }),
+                ),
+            )
+                .into_response();
+        }
+        Json(d.verifier.summary(&version)).into_response()
+    })
+    .await
 }
 
 #[derive(serde::Deserialize)]
@@ -414,7 +472,7 @@ async fn announce_deployment(
     State(state): State<Arc<ApiState>>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some((deployments, started)) = &state.deployments else {
+    let Some((_, started)) = &state.deployments else {
         return no_deployments();
     };
     let announcement: Announcement = match serde_json::from_slice(&body) {
@@ -436,12 +494,16 @@ async fn announce_deployment(
         )
             .into_response();
     }
-    let (deployment, event) = crate::deploy_runner::lock(deployments).announce(
-        announcement.version.trim(),
-        announcement.id,
-        announcement.meta,
-        crate::rule_runner::unix_nanos(),
-    );
+    let (deployment, event) = locked(&state, move |state| {
+        let (deployments, _) = state.deployments.as_ref().expect("checked above");
+        crate::deploy_runner::lock(deployments).announce(
+            announcement.version.trim(),
+            announcement.id,
+            announcement.meta,
+            crate::rule_runner::unix_nanos(),
+        )
+    })
+    .await;
     if let Some(event) = event {
         crate::deploy_runner::log_event(&event);
         let _ = started.send(deployment.clone());
@@ -649,6 +711,80 @@ pub async fn http_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state_with(engine: crate::rule_runner::SharedEngine) -> Arc<ApiState> {
+        let (_, _, queue) = crate::channel::batch_channel(4);
+        Arc::new(ApiState {
+            telemetry: Telemetry::new(),
+            ready: Arc::new(AtomicBool::new(true)),
+            token: None,
+            service: ServiceConfig {
+                name: "app".into(),
+                environment: "test".into(),
+            },
+            config_origin: "test".into(),
+            started: Instant::now(),
+            sources: Vec::new(),
+            queue,
+            rules: Some(engine),
+            probes: Default::default(),
+            deployments: None,
+            notify: None,
+            otlp_queue_bytes: None,
+        })
+    }
+
+    /// `/healthz` answers while `/metrics` waits for the engine's lock (which the sink
+    /// holds while it ingests a batch, for seconds when the agent is CPU-throttled): the
+    /// waiting happens on the API runtime's blocking pool, not on the API's thread. With
+    /// the lock taken on that thread, the `/healthz` below would never be answered.
+    #[test]
+    fn healthz_answers_while_metrics_waits_for_the_engine() {
+        use crate::rules::engine::{Engine, EngineOptions};
+        let engine: crate::rule_runner::SharedEngine = Arc::new(std::sync::Mutex::new(
+            Engine::new(Default::default(), EngineOptions::default()),
+        ));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let stop = CancellationToken::new();
+        let held = crate::rule_runner::lock(&engine);
+        let done = spawn(listener, state_with(engine.clone()), stop.clone()).expect("api");
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        client.block_on(async {
+            let metrics_url = format!("{base}/metrics");
+            let metrics = tokio::spawn(async move { http_get(&metrics_url, None).await });
+            // `/metrics` is parked on the lock before `/healthz` is asked.
+            tokio::task::yield_now().await;
+            let bound = std::time::Duration::from_secs(10);
+            for _ in 0..3 {
+                let healthz =
+                    tokio::time::timeout(bound, http_get(&format!("{base}/healthz"), None))
+                        .await
+                        .expect("/healthz answered within 10 s while /metrics waits")
+                        .expect("/healthz request");
+                assert_eq!(healthz, (200, "ok\n".to_string()));
+            }
+            assert!(!metrics.is_finished(), "/metrics waits for the engine");
+            drop(held);
+            let (code, body) = tokio::time::timeout(bound, metrics)
+                .await
+                .expect("/metrics answered once the engine is free")
+                .expect("task")
+                .expect("/metrics request");
+            assert_eq!(code, 200);
+            assert!(body.contains("# TYPE"), "{body}");
+        });
+        stop.cancel();
+        client
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(10), done).await
+            })
+            .expect("the API thread stops after shutdown")
+            .expect("done sent");
+    }
 
     #[test]
     fn token_comparison() {

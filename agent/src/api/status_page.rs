@@ -37,9 +37,14 @@ const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'";
 
 pub(super) async fn status_page(State(state): State<Arc<ApiState>>) -> Response {
-    let status = super::status_document(&state);
-    let alerts = super::active_alerts(&state);
-    let deployments = super::deployment_history(&state);
+    let (status, alerts, deployments) = super::locked(&state, |state| {
+        (
+            super::status_document(state),
+            super::active_alerts(state),
+            super::deployment_history(state),
+        )
+    })
+    .await;
     let page = Page {
         status: &status,
         alerts: &alerts,

@@ -279,9 +279,9 @@ pub struct MetricsExporter {
     interval: Duration,
     resource: Vec<(String, String)>,
     /// The live deployment, for `service.version`.
-    version: Box<dyn Fn() -> Option<String> + Send + Sync>,
+    version: std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>,
     /// The exposition text, as `/metrics` serves it.
-    render: Box<dyn Fn() -> String + Send + Sync>,
+    render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
     sent: Counter,
     failed: Counter,
     /// Exports missed in a row: the first miss is logged, then one in `LOG_EVERY` (a
@@ -305,8 +305,8 @@ impl MetricsExporter {
             client: OtlpClient::new(config)?,
             interval: config.metrics_interval,
             resource,
-            version,
-            render,
+            version: version.into(),
+            render: render.into(),
             sent: telemetry.counter(
                 "sidewatch_export_sent_records_total",
                 "Records the OTLP collector accepted.",
@@ -321,11 +321,27 @@ impl MetricsExporter {
         })
     }
 
-    fn request(&self, start_unix_nano: u64) -> (Vec<u8>, u64) {
-        let families = parse_exposition(&(self.render)());
+    /// The series and the live version, read on the blocking pool: both take the
+    /// pipeline's locks (the engine, the deployments), which a runtime worker must not
+    /// wait for.
+    async fn read(&self) -> (String, Option<String>) {
+        let (render, version) = (self.render.clone(), self.version.clone());
+        match tokio::task::spawn_blocking(move || (render(), version())).await {
+            Ok(read) => read,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    fn request(
+        &self,
+        exposition: &str,
+        version: Option<String>,
+        start_unix_nano: u64,
+    ) -> (Vec<u8>, u64) {
+        let families = parse_exposition(exposition);
         let mut resource: Vec<KeyValue> =
             self.resource.iter().map(|(k, v)| string_kv(k, v)).collect();
-        if let Some(version) = (self.version)() {
+        if let Some(version) = version {
             resource.retain(|kv| kv.key != "service.version");
             resource.push(string_kv("service.version", &version));
         }
@@ -345,7 +361,8 @@ impl MetricsExporter {
 
     /// One export with retries until `deadline` passes.
     async fn export(&self, start_unix_nano: u64, deadline: tokio::time::Instant) {
-        let (body, points) = self.request(start_unix_nano);
+        let (exposition, version) = self.read().await;
+        let (body, points) = self.request(&exposition, version, start_unix_nano);
         let body = bytes::Bytes::from(body);
         let mut attempt = 0u32;
         loop {
