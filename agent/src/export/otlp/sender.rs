@@ -122,7 +122,21 @@ struct Gzip {
     out: Vec<u8>,
 }
 
+/// What miniz_oxide's compressor state takes (dictionary, hash chains, LZ code
+/// buffer), as heaptrack showed per `GzEncoder`.
+const DEFLATE_STATE_BYTES: u64 = 300 * 1024;
+
 impl Gzip {
+    /// The memory this keeps between requests.
+    fn retained_bytes(&self) -> u64 {
+        let state = if self.deflate.is_some() {
+            DEFLATE_STATE_BYTES
+        } else {
+            0
+        };
+        state + (self.scratch.capacity() + self.out.capacity()) as u64
+    }
+
     /// `body` gzipped into `self.out` (cleared first).
     fn compress(&mut self, body: &[u8]) -> Result<(), flate2::CompressError> {
         const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255];
@@ -342,6 +356,8 @@ impl LogSender {
         if let Ok(buffer) = body.try_into_mut() {
             *spare = buffer;
         }
+        self.queue
+            .set_compression_memory(self.client.retained_bytes());
         let queue = self.queue.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || queue.ack(&entries)).await {
             // The batch may be sent again after a restart: at-least-once.
@@ -430,6 +446,15 @@ impl OtlpClient {
             grpc_path: config.signal.grpc_path(),
             gzip_spare: std::sync::Mutex::new(Gzip::default()),
         })
+    }
+
+    /// The memory kept for gzip between requests (0 without compression, or over
+    /// gRPC, where tonic compresses each message in a buffer of its own).
+    pub fn retained_bytes(&self) -> u64 {
+        self.gzip_spare
+            .lock()
+            .map(|gzip| gzip.retained_bytes())
+            .unwrap_or(0)
     }
 
     /// One request with `body` (an encoded export request of the client's signal).
@@ -830,6 +855,9 @@ mod tests {
             assert_eq!(back, body);
         }
         assert!(gzip.out.len() < text.len() / 10, "text compresses");
+        // What it keeps (and the queue counts against `queue.memory`): the state, the
+        // scratch and the largest output so far (the incompressible 300 KB).
+        assert!(gzip.retained_bytes() >= DEFLATE_STATE_BYTES + 64 * 1024 + noise.len() as u64);
     }
 
     #[test]
