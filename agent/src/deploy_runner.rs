@@ -455,10 +455,7 @@ impl DeployRunner {
         f: impl FnOnce(&mut Deployments) -> R + Send + 'static,
     ) -> R {
         let deployments = self.deployments.clone();
-        match tokio::task::spawn_blocking(move || f(&mut lock(&deployments))).await {
-            Ok(value) => value,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        crate::off_worker(move || f(&mut lock(&deployments))).await
     }
 
     pub async fn save(&self) {
@@ -554,15 +551,12 @@ pub async fn consume_probes(
         // The engine's and the deployments' locks are taken on the blocking pool: the sink
         // holds them while it ingests a batch, and a runtime worker must not wait for that.
         let (engine, deployments) = (engine.clone(), deployments.clone());
-        let record = tokio::task::spawn_blocking(move || {
+        let (sample, events) = crate::off_worker(move || {
             push_probe_sample(&engine, &sample);
             let events = lock(&deployments).probe(&sample);
             (sample, events)
-        });
-        let (sample, events) = match record.await {
-            Ok(done) => done,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        };
+        })
+        .await;
         let probe = [("probe", &*sample.probe)];
         telemetry
             .gauge(

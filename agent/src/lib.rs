@@ -43,3 +43,14 @@ pub mod state;
 pub mod telemetry;
 pub mod topology;
 pub mod transform;
+
+/// `f` on the tokio runtime's blocking pool, a panic in it carried on to the caller. For
+/// CPU work (a rule evaluation, a gzip) and for the pipeline's locks (the engine, the
+/// deployments), which the sink holds while it ingests a batch: async code never does
+/// either on a runtime worker (ARCHITECTURE, "`/healthz` never waits for the pipeline").
+pub async fn off_worker<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}

@@ -453,7 +453,7 @@ impl NotifyRunner {
         let (service, notify_on_pass) = (self.service.clone(), self.notify_on_pass);
         // On the blocking pool: the sink holds the engine's and the deployments' locks
         // while it ingests a batch, and a runtime worker must not wait for them.
-        let read = tokio::task::spawn_blocking(move || {
+        let mut alerts = crate::off_worker(move || {
             let mut alerts: Vec<NotifyAlert> = Vec::new();
             if let Some(engine) = &engine {
                 let engine = crate::rule_runner::lock(engine);
@@ -478,11 +478,8 @@ impl NotifyRunner {
                 alerts.push(alert);
             }
             alerts
-        });
-        let mut alerts = match read.await {
-            Ok(alerts) => alerts,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        };
+        })
+        .await;
         let current: HashSet<u64> = alerts.iter().map(|a| a.fingerprint()).collect();
         for (fp, alert) in &self.last {
             if !current.contains(fp) && !alert.resolved_at(now) {

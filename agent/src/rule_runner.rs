@@ -197,10 +197,7 @@ impl RuleRunner {
         f: impl FnOnce(&mut Engine) -> R + Send + 'static,
     ) -> R {
         let engine = self.engine.clone();
-        match tokio::task::spawn_blocking(move || f(&mut lock(&engine))).await {
-            Ok(value) => value,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        crate::off_worker(move || f(&mut lock(&engine))).await
     }
 
     async fn save(&self, now: i64) {

@@ -136,10 +136,7 @@ async fn locked<R: Send + 'static>(
     read: impl FnOnce(&ApiState) -> R + Send + 'static,
 ) -> R {
     let state = state.clone();
-    match tokio::task::spawn_blocking(move || read(&state)).await {
-        Ok(value) => value,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+    crate::off_worker(move || read(&state)).await
 }
 
 /// Serves until `shutdown`.

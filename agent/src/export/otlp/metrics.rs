@@ -326,10 +326,7 @@ impl MetricsExporter {
     /// wait for.
     async fn read(&self) -> (String, Option<String>) {
         let (render, version) = (self.render.clone(), self.version.clone());
-        match tokio::task::spawn_blocking(move || (render(), version())).await {
-            Ok(read) => read,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        crate::off_worker(move || (render(), version())).await
     }
 
     fn request(

@@ -478,15 +478,11 @@ impl OtlpClient {
                 // Deflating megabytes is CPU work: on the blocking pool, not on a runtime
                 // worker that the health probes and the API's clients share (under a CPU
                 // limit one request took seconds there).
-                let compressed = tokio::task::spawn_blocking(move || {
+                let (mut gzip, result, body) = crate::off_worker(move || {
                     let result = gzip.compress(&body);
                     (gzip, result, body)
                 })
                 .await;
-                let (mut gzip, result, body) = match compressed {
-                    Ok(done) => done,
-                    Err(e) => std::panic::resume_unwind(e.into_panic()),
-                };
                 if let Err(e) = result {
                     tracing::warn!("cannot gzip an OTLP request ({e}); sending it uncompressed");
                     return send_http(client, url, headers, body, false).await;
