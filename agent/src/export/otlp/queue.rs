@@ -165,7 +165,7 @@ struct Inner {
     request_buffer: u64,
     /// What the sender's client keeps for gzip from request to request (the deflate
     /// state and the output buffer, `OtlpClient::retained_bytes`), counted as the
-    /// request buffer is: it held the gzip benchmark's RSS 0.1 MiB over its bound.
+    /// request buffer is: before, that memory was outside the bound.
     compression: u64,
 }
 
